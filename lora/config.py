@@ -1,0 +1,75 @@
+"""The method configuration: one flat, typed record shared by the library and the Hydra schemas.
+
+It is a plain dataclass so that `lora/` stays free of Hydra; `experiments/` registers it in Hydra's ConfigStore.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+# name -> what it trains (Section 5.1 of the paper)
+METHODS: dict[str, str] = {
+    "full": "every parameter (Fine-Tune)",
+    "ft_top": "the last `top_k` transformer layers only (FT^Top2 with top_k=2)",
+    "bitfit": "bias vectors only (BitFit)",
+    "adapter_h": "Houlsby adapters after the attention block and after the MLP (Adapter^H)",
+    "adapter_l": "one adapter after the MLP plus a new LayerNorm (Adapter^L, Lin et al.)",
+    "adapter_p": "one adapter after the MLP (Adapter^P, Pfeiffer et al.)",
+    "adapter_d": "Houlsby adapters with the lowest `drop_layers` layers' adapters removed (Adapter^D, AdapterDrop)",
+    "prefix_embed": "l_p prefix + l_i infix trainable input embeddings (PrefixEmbed)",
+    "prefix_layer": "trainable activations at l_p + l_i positions after every layer (PrefixLayer)",
+    "lora": "low-rank updates BA of the `targets` weight matrices (LoRA)",
+    "lora_pe": "LoRA plus PrefixEmbed (LoRA+PE)",
+    "lora_pl": "LoRA plus PrefixLayer (LoRA+PL)",
+}
+
+LORA_METHODS = ("lora", "lora_pe", "lora_pl")
+ADAPTER_METHODS = ("adapter_h", "adapter_l", "adapter_p", "adapter_d")
+PREFIX_EMBED_METHODS = ("prefix_embed", "lora_pe")
+PREFIX_LAYER_METHODS = ("prefix_layer", "lora_pl")
+
+
+@dataclass
+class MethodConfig:
+    name: str = "lora"
+    # LoRA: rank r for every matrix named in `targets` (roles: q, k, v, o, mlp_in, mlp_out, mlp_gate, or mlp for all
+    # MLP matrices); scaling = alpha / r as in the paper.
+    r: int = 8
+    alpha: float = 8.0
+    dropout: float = 0.0
+    targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    # Adapters: bottleneck width and, for Adapter^D, how many of the lowest layers lose their adapters.
+    adapter_r: int = 8
+    drop_layers: int = 0
+    # Prefix tuning: prefix length l_p and infix length l_i.
+    l_p: int = 8
+    l_i: int = 8
+    # FT^Top-k
+    top_k: int = 2
+    # Modules trained by every method besides its own parameters (the new task head), by name suffix.
+    train_also: list[str] = field(default_factory=lambda: ["classifier", "score"])
+
+    def validate(self) -> "MethodConfig":
+        if self.name not in METHODS:
+            known = ", ".join(METHODS)
+            raise ValueError(f"unknown method {self.name!r}; known methods: {known}")
+        if self.name in LORA_METHODS:
+            if self.r < 1:
+                raise ValueError(f"method.r must be >= 1 for {self.name}, got {self.r}")
+            if self.alpha <= 0:
+                raise ValueError(f"method.alpha must be > 0, got {self.alpha}")
+            if not 0.0 <= self.dropout < 1.0:
+                raise ValueError(f"method.dropout must be in [0, 1), got {self.dropout}")
+            if not self.targets:
+                raise ValueError("method.targets is empty; name at least one role, e.g. method.targets=[q,v]")
+        if self.name in ADAPTER_METHODS and self.adapter_r < 1:
+            raise ValueError(f"method.adapter_r must be >= 1, got {self.adapter_r}")
+        if self.drop_layers < 0:
+            raise ValueError(f"method.drop_layers must be >= 0, got {self.drop_layers}")
+        if self.name in PREFIX_EMBED_METHODS + PREFIX_LAYER_METHODS:
+            if self.l_p < 0 or self.l_i < 0:
+                raise ValueError(f"method.l_p and method.l_i must be >= 0, got l_p={self.l_p}, l_i={self.l_i}")
+            if self.l_p + self.l_i == 0:
+                raise ValueError("prefix tuning needs l_p + l_i > 0")
+        if self.name == "ft_top" and self.top_k < 1:
+            raise ValueError(f"method.top_k must be >= 1, got {self.top_k}")
+        return self
