@@ -26,6 +26,9 @@ class ModelConfig:
     hub_id: Optional[str] = None
     package: Optional[str] = None
     arch: dict[str, Any] = field(default_factory=dict)  # transformers config kwargs, model_type included
+    subfolder: Optional[str] = None  # embedded: the folder inside `package` that holds the transformers files
+    gguf_file: Optional[str] = None  # embedded: a GGUF file in `package`, dequantised once to a safetensors cache
+    tokenizer: Optional[str] = None  # random: the conf/model name whose tokenizer to borrow for real text
     note: str = ""  # how this model differs from the paper's, printed under tables
 
 
