@@ -1,0 +1,31 @@
+"""Partial fine-tuning: the last k blocks (FT^Top-k), biases only (BitFit), or named modules (the task head)."""
+from __future__ import annotations
+
+from torch import nn
+
+from lora.count import _has_component
+from lora.targets import blocks_of
+
+
+def unfreeze_top_layers(model: nn.Module, k: int) -> None:
+    blocks = blocks_of(model)
+    if not 1 <= k <= len(blocks):
+        raise ValueError(f"top_k={k} but the model has {len(blocks)} transformer blocks; choose 1..{len(blocks)}")
+    for block in blocks[len(blocks) - k:]:
+        block.requires_grad_(True)
+
+
+def unfreeze_biases(model: nn.Module) -> None:
+    """BitFit trains every bias, the LayerNorm biases included (Zaken et al.)."""
+    biases = [p for name, p in model.named_parameters() if name.rsplit(".", 1)[-1] == "bias"]
+    if not biases:
+        raise ValueError(f"{type(model).__name__} has no bias parameters (e.g. Llama), so BitFit has nothing to train")
+    for p in biases:
+        p.requires_grad_(True)
+
+
+def unfreeze_named(model: nn.Module, names: list[str] | tuple[str, ...]) -> None:
+    """Train every parameter under a module named by one of `names` (a model without such a module trains none)."""
+    for name, p in model.named_parameters():
+        if any(_has_component(name, n) for n in names):
+            p.requires_grad_(True)

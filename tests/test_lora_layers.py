@@ -1,0 +1,122 @@
+import pytest
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+import lora
+from lora.layers import LoRALinear, lora_modules, merge_lora, unmerge_lora
+from tests import tiny
+
+
+def _close(a, b, rel=1e-5):
+    return torch.allclose(a, b, rtol=rel, atol=rel * b.abs().max().item())
+
+
+@pytest.mark.parametrize("make_base", [lambda: nn.Linear(24, 16), lambda: Conv1D(16, 24)], ids=["linear", "conv1d"])
+def test_merge_equals_unmerged_with_nonzero_b(make_base):
+    torch.manual_seed(0)
+    base = make_base()
+    w0 = base.weight.detach().clone()
+    layer = LoRALinear(base, r=4, alpha=8, dropout=0.0)
+    nn.init.normal_(layer.lora_B)
+    x = torch.randn(3, 5, 24)
+    unmerged = layer(x)
+    assert not torch.allclose(unmerged, base(x))  # the update is really there
+    layer.merge()
+    assert _close(layer(x), unmerged)
+    layer.merge()  # idempotent
+    assert _close(layer(x), unmerged)
+    layer.unmerge()
+    assert torch.allclose(base.weight, w0, atol=1e-6)
+
+
+def test_fused_qkv_adapts_only_named_slices():
+    torch.manual_seed(0)
+    base = Conv1D(3 * 16, 16)  # GPT-2 c_attn: 16 → [q | k | v]
+    layer = LoRALinear(base, r=2, alpha=4, slices={"q": (0, 16), "v": (32, 48)})
+    for role in ("q", "v"):
+        nn.init.normal_(layer.pair(role)[1])
+    delta = layer.delta_weight()  # Conv1D layout: (in, out)
+    assert delta.shape == (16, 48)
+    assert torch.count_nonzero(delta[:, 16:32]) == 0  # k untouched
+    assert torch.count_nonzero(delta[:, :16]) > 0 and torch.count_nonzero(delta[:, 32:]) > 0
+    x = torch.randn(2, 3, 16)
+    unmerged = layer(x)
+    assert torch.equal(unmerged[..., 16:32], base(x)[..., 16:32])
+    layer.merge()
+    assert _close(layer(x), unmerged)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_model_merge_equivalence(family):
+    torch.manual_seed(0)
+    model = tiny.FAMILIES[family]().eval()
+    lora.apply_method(model, lora.MethodConfig(name="lora", r=4, alpha=8, targets=["q", "v", "o", "mlp"]))
+    tiny.randomise_lora_b(model)
+    ids, mask = tiny.batch()
+    before = model(input_ids=ids, attention_mask=mask).logits
+    merge_lora(model)
+    assert _close(model(input_ids=ids, attention_mask=mask).logits, before)
+    unmerge_lora(model)
+    assert _close(model(input_ids=ids, attention_mask=mask).logits, before)
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_only_lora_and_head_parameters_move(family):
+    torch.manual_seed(0)
+    model = tiny.FAMILIES[family]()
+    cfg = lora.MethodConfig(name="lora", r=4, targets=["q", "v"])
+    lora.apply_method(model, cfg)
+    tiny.randomise_lora_b(model)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    ids, mask = tiny.batch()
+    labels = torch.tensor([0, 2]) if family == "bert" else ids.masked_fill(mask == 0, -100)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
+    model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
+    opt.step()
+    for name, p in model.named_parameters():
+        trainable = "lora_" in name or name.startswith("classifier")
+        assert p.requires_grad == trainable, name
+        changed = not torch.equal(p, before[name])
+        assert changed == trainable, name
+
+
+@pytest.mark.parametrize("family,d", [("bert", 32), ("llama", 32)])
+def test_lora_parameter_count(family, d):
+    model = tiny.FAMILIES[family]()
+    lora.apply_method(model, lora.MethodConfig(name="lora", r=4, targets=["q", "o"]))
+    # q and o are d × d in both families: 2 matrices (A, B) · L · d · r per target role
+    assert lora.count_parameters(model, exclude=["classifier", "score"]).method == 2 * 2 * 2 * d * 4
+
+
+def test_gpt2_qv_uses_two_slices_of_c_attn():
+    model = tiny.gpt2()
+    lora.apply_method(model, lora.MethodConfig(name="lora", r=4, targets=["q", "v"]))
+    modules = lora_modules(model)
+    assert sorted(modules) == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    assert set(modules["transformer.h.0.attn.c_attn"].slices) == {"q", "v"}
+    assert lora.count_parameters(model).method == 2 * 2 * 2 * 32 * 4
+
+
+@pytest.mark.parametrize("family,role", [("bert", "mlp_gate"), ("llama", "query"), ("gpt2", "x")])
+def test_unknown_role_lists_the_roles_the_model_has(family, role):
+    with pytest.raises(ValueError, match=rf"{role}.*it has: q, k, v, o"):
+        lora.apply_method(tiny.FAMILIES[family](), lora.MethodConfig(name="lora", targets=[role]))
+
+
+def test_bad_method_configs_are_rejected_with_the_way_out():
+    with pytest.raises(ValueError, match="known methods: full, ft_top"):
+        lora.MethodConfig(name="lora2").validate()
+    with pytest.raises(ValueError, match="r must be >= 1"):
+        lora.MethodConfig(name="lora", r=0).validate()
+    with pytest.raises(ValueError, match="alpha must be > 0"):
+        lora.MethodConfig(name="lora", alpha=0).validate()
+    with pytest.raises(ValueError, match="l_p and method.l_i must be >= 0"):
+        lora.MethodConfig(name="prefix_embed", l_p=-1).validate()
+
+
+def test_applying_lora_twice_is_an_error():
+    model = tiny.bert()
+    lora.apply_method(model, lora.MethodConfig(name="lora"))
+    with pytest.raises(ValueError, match="already carries LoRA"):
+        lora.apply_method(model, lora.MethodConfig(name="lora"))
