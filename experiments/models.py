@@ -179,10 +179,13 @@ def load_model(cfg: ModelConfig, *, num_labels: int | None = None, device: str =
 
     tokenizer = None
     if device == "meta" or cfg.source == "random":
-        if not cfg.arch:
+        if cfg.arch:
+            arch = dict(cfg.arch)
+            config = AutoConfig.for_model(arch.pop("model_type"), **arch, **head_kwargs)
+        elif cfg.source == "embedded":  # the architecture ships with the weights: read only its config.json
+            config = AutoConfig.from_pretrained(str(embedded_dir(cfg)), **head_kwargs)
+        else:
             raise ValueError(f"model {cfg.name!r} has no `arch`, so it cannot be built without its weights")
-        arch = dict(cfg.arch)
-        config = AutoConfig.for_model(arch.pop("model_type"), **arch, **head_kwargs)
         _set_pad_token(config, cfg)
         with torch.device(device):
             model = auto.from_config(config)

@@ -111,3 +111,8 @@ def test_render_flags_unexplained_differences():
     row = PAPER[0]
     text = render([{"row": row, "ours": 1, "error": None, "config": "x"}])
     assert "unexplained" in text
+
+
+def test_embedded_model_counts_from_its_shipped_config():
+    # MiniLM-L6: 6 layers, d=384; LoRA r=8 on q, v (no `arch` in its yaml: the package's config.json is read)
+    assert count("minilm", "lora", [])["method"] == lora(6, 384, 8, 2)
