@@ -25,12 +25,12 @@ def count_parameters(model: nn.Module, exclude: list[str] | tuple[str, ...] = ()
         total += n
         if p.requires_grad:
             trainable += n
-            if not any(_has_component(name, e) for e in exclude):
+            if not any(has_component(name, e) for e in exclude):
                 method += n
     return ParamCount(trainable=trainable, total=total, method=method)
 
 
-def _has_component(name: str, suffix: str) -> bool:
+def has_component(name: str, suffix: str) -> bool:
     """True when `suffix` names a module on the path `name` (e.g. 'classifier' in 'classifier.out_proj.weight')."""
     parts = name.split(".")
     want = suffix.split(".")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from lora.count import _has_component
+from lora.count import has_component
 from lora.targets import blocks_of
 
 
@@ -27,5 +27,5 @@ def unfreeze_biases(model: nn.Module) -> None:
 def unfreeze_named(model: nn.Module, names: list[str] | tuple[str, ...]) -> None:
     """Train every parameter under a module named by one of `names` (a model without such a module trains none)."""
     for name, p in model.named_parameters():
-        if any(_has_component(name, n) for n in names):
+        if any(has_component(name, n) for n in names):
             p.requires_grad_(True)

@@ -32,12 +32,12 @@ class InsertedPositions(nn.Module):
         w = emb.weight
         self.l_p, self.l_i = l_p, l_i
         self.keep_first = 0 if model.config.model_type in _DECODERS else 1
-        tokens = torch.zeros(l_p + l_i, w.shape[1], device=w.device, dtype=w.dtype)
         if trainable_embeddings:
-            # start from real token embeddings (random vocabulary rows) rather than zeros, as prompt tuning usually does
-            idx = torch.randint(0, w.shape[0], (l_p + l_i,), generator=torch.Generator().manual_seed(0))
-            self.embeddings = nn.Parameter(w.detach()[idx.to(w.device)].clone() if w.device.type != "meta" else tokens)
+            # start from the embeddings of random vocabulary tokens rather than zeros, as prompt tuning usually does
+            idx = torch.randint(0, w.shape[0], (l_p + l_i,)).to(w.device)
+            self.embeddings = nn.Parameter(w.detach()[idx].clone())
         else:
+            tokens = torch.zeros(l_p + l_i, w.shape[1], device=w.device, dtype=w.dtype)
             self.register_buffer("embeddings", tokens, persistent=False)
         self.positions: torch.Tensor | None = None  # (batch, l_p + l_i) of the last forward
 
