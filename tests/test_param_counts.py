@@ -109,7 +109,7 @@ def test_paper_figures_parse_and_round():
 
 def test_render_flags_unexplained_differences():
     row = PAPER[0]
-    text = render([{"row": row, "ours": 1, "error": None, "config": "x"}])
+    text = render([{"row": row, "ours": 1, "config": "x"}])
     assert "unexplained" in text
 
 

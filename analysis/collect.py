@@ -1,0 +1,269 @@
+"""Every run directory of a scale as one pandas DataFrame, one row per run.
+
+A run directory (DESIGN.md, "the run directory") is `results/runs/<scale>/<experiment>/<override dirname>/` with
+`.hydra/config.yaml` (the composed config), `final.json` (written last: status, metrics, params, wall time, ...)
+and `metrics.jsonl`. A directory with a config but no final.json is `incomplete` (still running, or killed); its
+status is never guessed. `final.json`'s status (success | failed | diverged) is kept as written.
+
+Everything that depends on the exact key names other code writes lives in the mappings just below (METRICS,
+METRIC_SPLITS, TASK_ALIASES, CONFIG_COLUMNS): adjust them there, nowhere else.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import pandas as pd
+import yaml
+
+# ------------------------------------------------------------------------------------------- key-name mappings
+# canonical metric -> (keys a run's final.json `metrics` may use, first found wins; the unit our runs write it in).
+# Units: "fraction" (0..1), "percent" (0..100), "raw" (NIST, CIDEr, losses). Tables convert ours to the paper's unit.
+METRICS: dict[str, tuple[tuple[str, ...], str]] = {
+    "accuracy": (("eval_accuracy", "accuracy", "val_accuracy", "eval_acc", "acc", "test_accuracy"), "fraction"),
+    "matthews": (("eval_matthews_correlation", "matthews_correlation", "eval_mcc", "mcc", "matthews"), "fraction"),
+    "pearson": (("eval_pearson", "pearson", "eval_pearsonr", "pearsonr"), "fraction"),
+    "val_loss": (("val_loss", "eval_loss"), "raw"),
+    # E2E / WebNLG: the official E2E scripts print BLEU, METEOR, ROUGE_L as fractions (0.6872), NIST, CIDEr raw
+    "BLEU": (("BLEU", "bleu"), "fraction"),
+    "NIST": (("NIST", "nist"), "raw"),
+    "METEOR": (("METEOR", "meteor", "MET"), "fraction"),
+    "ROUGE_L": (("ROUGE_L", "rouge_l", "ROUGE-L", "rougeL"), "fraction"),
+    "CIDEr": (("CIDEr", "cider", "CIDER"), "raw"),
+    "TER": (("TER", "ter"), "fraction"),
+}
+# a test-set part (WebNLG) -> its spellings; a metric of a part is looked up as KEY_PART, PART_KEY or KEY/PART.
+# "A" (all categories) also accepts the bare key.
+METRIC_SPLITS: dict[str, tuple[str, ...]] = {"U": ("U", "unseen"), "S": ("S", "seen"), "A": ("A", "all")}
+# paper task -> task.name spellings our configs may use (compared after `_norm`: lower case, letters and digits)
+TASK_ALIASES: dict[str, tuple[str, ...]] = {
+    "mnli": ("mnli", "mnlim", "glue_mnli", "multinli"), "sst2": ("sst2", "glue_sst2"), "mrpc": ("mrpc",),
+    "cola": ("cola",), "qnli": ("qnli",), "qqp": ("qqp",), "rte": ("rte",), "stsb": ("stsb",),
+    "e2e": ("e2e", "e2e_nlg", "e2enlg"), "webnlg": ("webnlg", "webnlg2017"), "dart": ("dart",),
+    "wikisql": ("wikisql",), "samsum": ("samsum",),
+}
+# the full MNLI training set: task.n of None, <= 0 or >= this counts as "full" (MNLI(m)-392K)
+MNLI_FULL = 392_702
+# short frame columns -> dotted config keys (first found wins)
+CONFIG_COLUMNS: dict[str, tuple[str, ...]] = {
+    "model": ("model.name",), "model_note": ("model.note",), "family": ("model.family",),
+    "task": ("task.name",), "n": ("task.n",),
+    "method": ("method.name",), "r": ("method.r",), "alpha": ("method.alpha",), "targets": ("method.targets",),
+    "adapter_r": ("method.adapter_r",), "drop_layers": ("method.drop_layers",), "l_p": ("method.l_p",),
+    "l_i": ("method.l_i",), "top_k": ("method.top_k",),
+    "lr": ("train.lr",), "epochs": ("train.epochs",), "batch_size": ("train.batch_size",),
+    "max_steps": ("train.max_steps",), "seed": ("seed",), "experiment": ("experiment",), "scale": ("scale.name",),
+}
+# config keys under `task` that say how much data a run used (printed in table footers)
+DATA_SIZE_KEY = re.compile(r"^(n|max_.*|.*_examples|.*_size|.*_samples|limit.*)$")
+ROLE_ORDER = ("q", "k", "v", "o")  # targets are written in this order: "q,v"
+
+STATUSES = ("success", "failed", "diverged", "incomplete")
+
+
+# ------------------------------------------------------------------------------------------------- helpers
+def _norm(name: Any) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(name).lower())
+
+
+def canonical_task(name: Any) -> Optional[str]:
+    """Our task.name -> the paper's task key (TASK_ALIASES), or the normalised name itself when unknown."""
+    if name is None:
+        return None
+    n = _norm(name)
+    for task, aliases in TASK_ALIASES.items():
+        if n in {_norm(a) for a in aliases}:
+            return task
+    return n
+
+
+def targets_key(targets: Any) -> Optional[str]:
+    """["v", "q"] -> "q,v": one spelling of a set of roles, for matching and grouping."""
+    if targets is None or (isinstance(targets, float) and math.isnan(targets)):
+        return None
+    if isinstance(targets, str):
+        targets = [t for t in re.split(r"[\s,\[\]]+", targets) if t]
+    order = {r: i for i, r in enumerate(ROLE_ORDER)}
+    return ",".join(sorted({str(t) for t in targets}, key=lambda t: (order.get(t, 99), t)))
+
+
+def is_full(n: Any) -> bool:
+    return n is None or (isinstance(n, float) and math.isnan(n)) or int(n) <= 0 or int(n) >= MNLI_FULL
+
+
+def _resolve(cfg: dict, value: Any, depth: int = 0) -> Any:
+    """Resolve the plain ${a.b} references Hydra leaves in .hydra/config.yaml (resolvers like ${hydra:...} stay)."""
+    if not isinstance(value, str) or "${" not in value or depth > 5:
+        return value
+    m = re.fullmatch(r"\$\{([A-Za-z0-9_.]+)\}", value)
+    if not m:
+        return value
+    node: Any = cfg
+    for part in m.group(1).split("."):
+        if not isinstance(node, dict) or part not in node:
+            return value
+        node = node[part]
+    return _resolve(cfg, node, depth + 1)
+
+
+def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out |= flatten(v, key + ".")
+        else:
+            out[key] = v
+    return out
+
+
+def _read_json(path: Path) -> Optional[dict]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def last_step(run_dir: Path) -> Optional[int]:
+    """The largest `step` logged in metrics.jsonl (None when there is none); unreadable lines are skipped."""
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return None
+    step = None
+    for line in path.read_text(errors="replace").splitlines():
+        try:
+            s = json.loads(line).get("step")
+        except (ValueError, AttributeError):
+            continue
+        if isinstance(s, (int, float)):
+            step = int(s) if step is None else max(step, int(s))
+    return step
+
+
+# --------------------------------------------------------------------------------------------------- collect
+def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
+    """One run directory -> one flat record (config columns, status, metrics as `m:<key>`, params, wall time)."""
+    cfg_path = run_dir / ".hydra" / "config.yaml"
+    cfg: dict = {}
+    if cfg_path.exists():
+        try:
+            cfg = yaml.safe_load(cfg_path.read_text()) or {}
+        except yaml.YAMLError:
+            cfg = {}
+    flat = {k: _resolve(cfg, v) for k, v in flatten(cfg).items()}
+    final = _read_json(run_dir / "final.json") if (run_dir / "final.json").exists() else None
+    rec: dict[str, Any] = {"run_dir": str(run_dir), "override": run_dir.name}
+    for col, keys in CONFIG_COLUMNS.items():
+        rec[col] = next((flat[k] for k in keys if k in flat), None)
+    rec["scale"] = rec["scale"] or scale
+    if final is None:
+        rec["status"] = "incomplete"
+        rec["error"] = "final.json unreadable" if (run_dir / "final.json").exists() else "no final.json"
+    else:
+        rec["status"] = str(final.get("status", "unknown"))
+        rec["error"] = final.get("error")
+        for key in ("experiment", "seed"):  # final.json repeats them: fills a missing config
+            if rec[key] is None and final.get(key) is not None:
+                rec[key] = final[key]
+        params = final.get("params") or {}
+        rec["trainable"], rec["total"] = params.get("trainable"), params.get("total")
+        rec["wall_time_s"], rec["peak_mem_mb"] = final.get("wall_time_s"), final.get("peak_mem_mb")
+        rec["git_commit"] = final.get("git_commit")
+        for k, v in (final.get("metrics") or {}).items():
+            if isinstance(v, (int, float)) or v is None:
+                rec[f"m:{k}"] = float("nan") if v is None else float(v)
+    if rec["experiment"] is None:  # the directory layout says it: runs/<scale>/<experiment>/<override>/
+        rec["experiment"] = run_dir.parent.name
+    rec["task_key"] = canonical_task(rec["task"])
+    rec["targets"] = targets_key(rec["targets"])
+    rec["deviations"] = tuple(flat.get("scale.deviations") or ())
+    rec["data"] = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in flat.items()
+                            if k.startswith("task.") and DATA_SIZE_KEY.match(k.split(".", 1)[1]) and v is not None)
+    rec["steps"] = last_step(run_dir)
+    rec |= {f"cfg:{k}": v for k, v in flat.items() if not isinstance(v, list)}
+    return rec
+
+
+def find_run_dirs(runs_root: Path) -> list[Path]:
+    """Every directory under runs_root holding .hydra/config.yaml or final.json (a run, finished or not)."""
+    dirs = {p.parent.parent for p in runs_root.glob("**/.hydra/config.yaml")}
+    dirs |= {p.parent for p in runs_root.glob("**/final.json")}
+    return sorted(dirs)
+
+
+def collect(results: str | Path, scale: str) -> pd.DataFrame:
+    """All runs of `scale` under `results/runs/<scale>/` as a DataFrame (empty, with the columns, if none)."""
+    root = Path(results) / "runs" / scale
+    records = [read_run(d, scale) for d in find_run_dirs(root)] if root.exists() else []
+    base_cols = ["run_dir", "override", *CONFIG_COLUMNS, "task_key", "status", "error", "trainable", "total",
+                 "wall_time_s", "peak_mem_mb", "steps", "deviations", "data"]
+    frame = pd.DataFrame.from_records(records)
+    for col in base_cols:
+        if col not in frame.columns:
+            frame[col] = pd.Series(dtype=object)
+    return frame
+
+
+# ----------------------------------------------------------------------------------------------- metric values
+def metric_column(frame: pd.DataFrame, metric: str, split: Optional[str] = None) -> Optional[str]:
+    """The `m:<key>` column of `frame` that holds canonical `metric` (of test-set part `split`), or None."""
+    keys, _ = METRICS.get(metric, ((metric,), "raw"))
+    candidates: list[str] = []
+    for key in keys:
+        if split is None:
+            candidates.append(key)
+            continue
+        for part in METRIC_SPLITS.get(split, (split,)):
+            candidates += [f"{key}_{part}", f"{part}_{key}", f"{key}/{part}", f"{part}/{key}"]
+        if split == "A":
+            candidates.append(key)
+    lower = {c.lower(): c for c in frame.columns if c.startswith("m:")}
+    for cand in candidates:
+        if f"m:{cand}".lower() in lower:
+            return lower[f"m:{cand}".lower()]
+    return None
+
+
+def to_unit(value: float, metric: str, unit: str) -> float:
+    """Our value of `metric` (in METRICS' unit) in the paper's `unit`."""
+    ours = METRICS.get(metric, ((), "raw"))[1]
+    if ours == unit or "raw" in (ours, unit):
+        return value
+    return value * 100.0 if (ours, unit) == ("fraction", "percent") else value / 100.0
+
+
+def metric_values(runs: pd.DataFrame, metric: str, unit: str, split: Optional[str] = None) -> pd.Series:
+    """The metric of each run in the paper's unit; NaN where a run has none (diverged runs often have NaN)."""
+    col = metric_column(runs, metric, split)
+    if col is None:
+        return pd.Series(float("nan"), index=runs.index)
+    return pd.to_numeric(runs[col], errors="coerce").map(lambda v: to_unit(v, metric, unit))
+
+
+def summarize(values: Iterable[float]) -> tuple[Optional[float], Optional[float], int]:
+    """(mean, sample std (ddof=1; None for one seed), number of finite values) of the seeds' values."""
+    vals = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not vals:
+        return None, None, 0
+    mean = sum(vals) / len(vals)
+    std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1)) if len(vals) > 1 else None
+    return mean, std, len(vals)
+
+
+def aggregate(frame: pd.DataFrame, by: list[str], metric: str, unit: str = "raw",
+              split: Optional[str] = None) -> pd.DataFrame:
+    """Mean ± std over seeds of `metric` per group of `by`, with how many seeds succeeded, failed, diverged or are
+    incomplete. Only successful runs enter the mean; the others are counted, never averaged in as zeros."""
+    frame = frame.assign(_value=metric_values(frame, metric, unit, split))
+    rows = []
+    for key, group in frame.groupby(by, dropna=False, sort=True):
+        ok = group[group["status"] == "success"]
+        mean, std, n = summarize(ok["_value"])
+        counts = group["status"].value_counts()
+        rows.append(dict(zip(by, key if isinstance(key, tuple) else (key,)))
+                    | {"mean": mean, "std": std, "n_seeds": n, "seeds": sorted(ok["seed"].dropna().tolist()),
+                       **{f"n_{s}": int(counts.get(s, 0)) for s in STATUSES}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,277 @@
+"""Tables and figures from synthetic run directories that follow the run-directory contract (DESIGN.md).
+
+Known values in, exact cell text out: mean ± std over seeds, the difference to the paper, and "failed",
+"diverged", "incomplete", "missing", "needs the hub", "needs <model>" where there is no number.
+"""
+import json
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import yaml
+from safetensors.torch import save_file
+
+from analysis import tables
+from analysis.__main__ import main
+from analysis.collect import aggregate, collect
+from analysis.figures import figure3, figure4, figure8
+
+SCALE = "local"
+DEVIATION = "MiniLM-L6 instead of GPT-3 175B"
+
+
+def make_run(results, experiment, name, *, method="lora", r=8, alpha=8, targets=("q", "v"), task="mnli", n=None,
+             model="minilm", seed=0, status="success", metrics=None, train=None, l_p=8, l_i=8, adapter_r=8,
+             steps=100, final=True, adapter=None, base=None, trainable=1234):
+    """One run directory: .hydra/config.yaml, metrics.jsonl, final.json (unless final=False), adapter, base weights."""
+    d = results / "runs" / SCALE / experiment / name
+    (d / ".hydra").mkdir(parents=True)
+    cfg = {"model": {"name": model, "family": "bert", "kind": "encoder", "source": "embedded",
+                     "note": "MiniLM stand-in"},
+           "method": {"name": method, "r": r, "alpha": alpha, "targets": list(targets), "adapter_r": adapter_r,
+                      "drop_layers": 0, "l_p": l_p, "l_i": l_i, "top_k": 2},
+           "task": {"name": task, "kind": "classification", "n": n, "max_eval_examples": 500},
+           "train": {"lr": 2e-4, "epochs": 1, "batch_size": 16, "max_steps": steps} | (train or {}),
+           "scale": {"name": SCALE, "deviations": [DEVIATION, "MNLI subset"]},
+           "experiment": experiment, "seed": seed}
+    (d / ".hydra" / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (d / "metrics.jsonl").write_text("".join(json.dumps({"step": s, "loss": 1.0 / s}) + "\n"
+                                     for s in range(10, steps + 1, 10)))
+    if final:
+        (d / "final.json").write_text(json.dumps({
+            "status": status, "error": None if status == "success" else "boom", "metrics": metrics or {},
+            "params": {"trainable": trainable, "total": 22_000_000, "method": method}, "wall_time_s": 60.0,
+            "peak_mem_mb": 100, "seed": seed, "scale": SCALE, "experiment": experiment}))
+    if adapter is not None:
+        save_file({k: torch.as_tensor(v, dtype=torch.float32).contiguous() for k, v in adapter.items()},
+                  str(d / "adapter.safetensors"))
+    if base is not None:
+        save_file({k: torch.as_tensor(v, dtype=torch.float32).contiguous() for k, v in base.items()},
+                  str(d / "base_weights.safetensors"))
+    return d
+
+
+def cell(result, row, column):
+    c = result.cells
+    hit = c[(c["row"] == row) & (c["column"] == column)]
+    assert len(hit) == 1, (row, column)
+    return hit.iloc[0]
+
+
+@pytest.fixture
+def results(tmp_path):
+    res = tmp_path / "results"
+    # Table 15: LoRA r_q=r_v=8 with two seeds (0.80, 0.82) and a failed third; the others one status each
+    make_run(res, "table15", "lora_r8_s0", seed=0, metrics={"eval_accuracy": 0.80})
+    make_run(res, "table15", "lora_r8_s1", seed=1, metrics={"eval_accuracy": 0.82})
+    make_run(res, "table15", "lora_r8_s2", seed=2, status="failed")
+    make_run(res, "table15", "pe256", method="prefix_embed", l_p=256, l_i=8, status="failed")
+    make_run(res, "table15", "pl88", method="prefix_layer", l_p=8, l_i=8, status="diverged",
+             metrics={"eval_accuracy": float("nan")})
+    make_run(res, "table15", "adh8", method="adapter_h", adapter_r=8, final=False)
+    (res / "tables").mkdir(parents=True)
+    pd.DataFrame([{"table": "Table 15 (GPT-3)", "model": "gpt3_175b", "method": "LoRA",
+                   "hyperparameters": "r_q=r_v=8", "paper": "37.7M", "ours": "37,748,736"},
+                  {"table": "Table 15 (GPT-3)", "model": "gpt3_175b", "method": "Fine-Tune",
+                   "hyperparameters": "–", "paper": "175B", "ours": "174,604,259,328"}]
+                 ).to_csv(res / "tables" / "params.csv", index=False)
+    return res
+
+
+def test_collect_statuses_and_aggregate(results):
+    frame = collect(results, SCALE)
+    assert len(frame) == 6
+    assert sorted(frame["status"]) == ["diverged", "failed", "failed", "incomplete", "success", "success"]
+    assert set(frame.loc[frame["method"] == "lora", "targets"]) == {"q,v"}
+    assert frame["steps"].dropna().unique().tolist() == [100]
+    agg = aggregate(frame[frame["method"] == "lora"], ["method", "r"], "accuracy", "percent")
+    row = agg.iloc[0]
+    assert row["mean"] == pytest.approx(81.0)
+    assert row["std"] == pytest.approx(math.sqrt(2) * 1.0)  # sample std of 80, 82
+    assert (row["n_seeds"], row["n_failed"], row["seeds"]) == (2, 1, [0, 1])
+
+
+def test_table15_cells_footer_and_files(results):
+    frame = collect(results, SCALE)
+    res = tables.table15(frame, SCALE, results=results)
+    lora = cell(res, "LoRA r_q=r_v=8", "MNLI-m")
+    assert lora["ours"] == "81.0 ± 1.4 (n=2); failed"
+    assert lora["diff"] == pytest.approx(81.0 - 91.6)
+    assert cell(res, "PrefixEmbed l_p=256, l_i=8", "MNLI-m")["ours"] == "failed"
+    assert cell(res, "PrefixLayer l_p=8, l_i=8", "MNLI-m")["ours"] == "diverged"
+    assert cell(res, "Adapter^H r=8", "MNLI-m")["ours"] == "incomplete"
+    assert cell(res, "LoRA r_q=r_v=4", "MNLI-m")["ours"] == "missing"
+    assert cell(res, "LoRA r_q=r_v=8", "WikiSQL")["ours"] == "needs the hub"
+    md = (results / "tables" / SCALE / "table15.md").read_text()
+    assert "| LoRA r_q=r_v=8 | 37.7M | 37.75M | 1,234 | 73.8 | needs the hub | — | 91.6 | 81.0 ± 1.4 (n=2); failed " \
+           "| -10.6 |" in md
+    assert "| Fine-Tune | 175B | 174.6B |" in md
+    assert "| PrefixEmbed l_p=32, l_i=8 | 0.4M | — | — |" in md  # no count in params.csv, no run
+    for text in (f"- {DEVIATION}", "MNLI subset", "`minilm` (MiniLM stand-in)", "- Seeds: 0, 1, 2", "Steps (last "
+                 "logged): 100", "Scale `local`", "max_eval_examples=500"):
+        assert text in md, text
+    csv = pd.read_csv(results / "tables" / SCALE / "table15.csv")
+    assert len(csv) == 60 and set(csv["status"]) >= {"ok", "failed", "diverged", "incomplete", "missing",
+                                                     "needs the hub"}
+    assert not list((results / "tables" / SCALE).glob("*.tmp"))  # atomic writes leave no temp files
+
+
+def test_table16_and_17_match_n_and_hyperparameters(tmp_path):
+    res = tmp_path / "results"
+    make_run(res, "table16", "lora_n100", n=100, metrics={"eval_accuracy": 0.5}, train={"batch_size": 20,
+                                                                                           "lr": 1e-4})
+    make_run(res, "table16", "pe_n100_lp16", method="prefix_embed", n=100, l_p=16, metrics={"eval_accuracy": 0.4})
+    make_run(res, "table16", "pe_n1k_wrong_lp", method="prefix_embed", n=1000, l_p=256,
+             metrics={"eval_accuracy": 0.9})
+    make_run(res, "table16", "lora_full", n=None, metrics={"eval_accuracy": 0.7})
+    frame = collect(res, SCALE)
+    t16 = tables.table16(frame, SCALE, results=res)
+    assert cell(t16, "GPT-3 (LoRA)", "MNLI(m)-100")["ours"] == "50.0 (n=1)"
+    assert cell(t16, "GPT-3 (LoRA)", "MNLI(m)-100")["diff"] == pytest.approx(50.0 - 63.8)
+    assert cell(t16, "GPT-3 (LoRA)", "MNLI(m)-392K")["ours"] == "70.0 (n=1)"
+    assert cell(t16, "GPT-3 (PrefixEmbed)", "MNLI(m)-100")["ours"] == "40.0 (n=1)"
+    assert cell(t16, "GPT-3 (PrefixEmbed)", "MNLI(m)-1k")["ours"] == "missing"  # l_p=256 is not Table 17's 32
+    assert cell(t16, "GPT-3 (Fine-Tune)", "MNLI(m)-10k")["ours"] == "missing"
+    md = t16.markdown
+    assert "| GPT-3 (LoRA) | 63.8 | 50.0 (n=1) | -13.8 |" in md
+
+    t17 = tables.table17(frame, SCALE, results=res)
+    c = t17.cells
+    bs = c[(c["row"] == "Batch Size (all)") & (c["column"] == "MNLI(m)-100")].iloc[0]
+    assert (bs["ours"], bs["same"]) == ("16, 20", "differs")
+    lr = c[(c["row"] == "Learning Rate (lora)") & (c["column"] == "MNLI(m)-100")].iloc[0]
+    assert (lr["ours"], lr["same"]) == ("0.0001", "differs")
+    lr_full = c[(c["row"] == "Learning Rate (lora)") & (c["column"] == "MNLI(m)-392K")].iloc[0]
+    assert (lr_full["ours"], lr_full["same"]) == ("0.0002", "same")
+    r = c[(c["row"] == "LoRA r_q = r_v (lora)") & (c["column"] == "MNLI(m)-100")].iloc[0]
+    assert r["same"] == "same"
+    assert c[(c["row"] == "Learning Rate (full)")]["ours"].tolist() == ["missing"] * 4
+    assert (res / "tables" / SCALE / "table17.md").exists()
+
+
+def test_table5_and_6_weight_types_and_ranks(tmp_path):
+    res = tmp_path / "results"
+    make_run(res, "table5", "wq_r8", r=8, targets=("q",), metrics={"eval_accuracy": 0.9})
+    make_run(res, "table6", "wqv_r1", r=1, targets=("v", "q"), metrics={"eval_accuracy": 0.88})
+    frame = collect(res, SCALE)
+    t5 = tables.table5(frame, SCALE, results=res)
+    assert cell(t5, "W_q, r=8", "MultiNLI (±0.1%)")["ours"] == "90.0 (n=1)"
+    assert cell(t5, "W_q, r=8", "MultiNLI (±0.1%)")["diff"] == pytest.approx(-1.0)
+    assert cell(t5, "W_q, r=8", "WikiSQL (±0.5%)")["ours"] == "needs the hub"
+    assert cell(t5, "W_k, r=8", "MultiNLI (±0.1%)")["ours"] == "missing"
+    t6 = tables.table6(frame, SCALE, results=res)
+    assert cell(t6, "MultiNLI W_q, W_v", "r=1")["ours"] == "88.0 (n=1)"  # targets [v, q] == [q, v]
+    assert cell(t6, "MultiNLI W_q, W_v", "r=2")["ours"] == "missing"
+    assert cell(t6, "WikiSQL W_q, W_v", "r=1")["ours"] == "needs the hub"
+
+
+def test_generation_tables_units_and_paper_models(tmp_path):
+    res = tmp_path / "results"
+    gen = {"BLEU": 0.70, "NIST": 8.5, "METEOR": 0.45, "ROUGE_L": 0.70, "CIDEr": 2.4, "val_loss": 1.5}
+    for seed, bleu in ((0, 0.70), (1, 0.72)):
+        make_run(res, "table18", f"r4_s{seed}", r=4, alpha=32, task="e2e", model="smollm2", seed=seed,
+                 metrics=gen | {"BLEU": bleu})
+    make_run(res, "table3", "lora", r=4, alpha=32, task="e2e", model="smollm2", metrics=gen)
+    make_run(res, "table14", "lora", r=4, alpha=32, task="webnlg", model="smollm2",
+             metrics={"BLEU_U": 0.40, "BLEU_seen": 0.60, "BLEU": 0.50, "TER_A": 0.5})
+    frame = collect(res, SCALE)
+    t18 = tables.table18(frame, SCALE, results=res)
+    assert cell(t18, "r=4", "BLEU")["ours"] == "71.00 ± 1.41 (n=2)"
+    assert cell(t18, "r=4", "BLEU")["diff"] == pytest.approx(71.0 - 70.38)
+    assert cell(t18, "r=4", "METEOR")["ours"] == "0.4500 ± 0.0000 (n=2)"
+    assert cell(t18, "r=4", "val_loss")["ours"] == "1.50 ± 0.00 (n=2)"
+    assert cell(t18, "r=8", "BLEU")["ours"] == "missing"
+    assert "| r=4 | 1.18 | 1.50 ± 0.00 (n=2) | +0.32 |" in t18.markdown
+    t3 = tables.table3(frame, SCALE, results=res)
+    assert cell(t3, "GPT-2 M (LoRA)", "MET")["ours"] == "45.0 (n=1)"  # Table 3 prints MET in %
+    assert cell(t3, "GPT-2 M (LoRA)", "MET")["diff"] == pytest.approx(45.0 - 46.8)
+    assert cell(t3, "GPT-2 L (LoRA)", "BLEU")["ours"] == "needs gpt2_large"
+    assert cell(t3, "GPT-2 M (FT)*", "BLEU")["ours"] == "missing"
+    t14 = tables.table14(frame, SCALE, results=res)
+    assert cell(t14, "GPT-2 M LoRA (0.35M)", "BLEU U")["ours"] == "40.0 (n=1)"
+    assert cell(t14, "GPT-2 M LoRA (0.35M)", "BLEU S")["ours"] == "60.0 (n=1)"
+    assert cell(t14, "GPT-2 M LoRA (0.35M)", "BLEU A")["ours"] == "50.0 (n=1)"
+    assert cell(t14, "GPT-2 M LoRA (0.35M)", "TER A")["ours"] == "0.50 (n=1)"
+    assert cell(t14, "GPT-2 M LoRA (0.35M)", "MET U")["ours"] == "no METEOR in final.json"
+
+
+def test_table2_glue_average_needs_every_task(tmp_path):
+    res = tmp_path / "results"
+    make_run(res, "table2", "mnli", task="mnli", metrics={"eval_accuracy": 0.8})
+    make_run(res, "table2", "cola", task="cola", metrics={"eval_matthews_correlation": 0.5})
+    frame = collect(res, SCALE)
+    t2 = tables.table2(frame, SCALE, results=res)
+    assert cell(t2, "RoB_base (LoRA)", "MNLI")["ours"] == "80.0 (n=1)"
+    assert cell(t2, "RoB_base (LoRA)", "CoLA")["ours"] == "50.0 (n=1)"
+    assert cell(t2, "RoB_base (LoRA)", "Avg.")["ours"] == "needs all 8 tasks"
+    assert cell(t2, "RoB_large (LoRA)", "MNLI")["ours"] == "needs roberta_large"
+    assert cell(t2, "RoB_large (LoRA)†", "MNLI")["ours"] == "needs roberta_large"
+
+
+def lora_adapter(A_q, B_q, layers=(0, 1, 2)):
+    out = {}
+    for l in layers:
+        for role, mod in (("q", "query"), ("v", "value")):
+            out[f"bert.encoder.layer.{l}.attention.self.{mod}.lora_A"] = A_q
+            out[f"bert.encoder.layer.{l}.attention.self.{mod}.lora_B"] = B_q
+    return out
+
+
+@pytest.fixture
+def subspace_runs(tmp_path):
+    """LoRA runs at r=4 (seed 0) and r=8, r=64 (seeds 0, 1) with adapters; r=4 and r=8 also save base weights."""
+    res = tmp_path / "results"
+    rng = np.random.default_rng(0)
+    d = 16
+    Wq = np.diag(np.arange(d, 0, -1.0))
+    base = {f"bert.encoder.layer.{l}.attention.self.{m}.weight": Wq for l in range(3) for m in ("query", "value")}
+    for r, seeds in ((4, (0,)), (8, (0, 1)), (64, (0, 1))):
+        for seed in seeds:
+            A, B = rng.standard_normal((r, d)), rng.standard_normal((d, r))
+            make_run(res, "figures", f"r{r}_s{seed}", r=r, alpha=r, seed=seed, metrics={"eval_accuracy": 0.8},
+                     adapter=lora_adapter(A, B), base=base if r in (4, 8) else None)
+    return res
+
+
+def test_table7_from_adapter_and_base_weights(subspace_runs):
+    from analysis import subspace
+
+    frame = collect(subspace_runs, SCALE)
+    t7 = tables.table7(frame, SCALE, results=subspace_runs, experiments=None)
+    run_dir = subspace_runs / "runs" / SCALE / "figures" / "r4_s0"
+    pairs = subspace.load_lora(run_dir / "adapter.safetensors")
+    W = np.diag(np.arange(16, 0, -1.0))
+    expected = subspace.delta_vs_w(W, pairs[(1, "q")].delta(1.0), 4)  # the middle layer of 0, 1, 2
+    got = cell(t7, "r=4", "delta")
+    assert got["ours_mean"] == pytest.approx(expected.delta, rel=1e-5)
+    assert cell(t7, "r=4", "amplification")["ours_mean"] == pytest.approx(expected.amplification, rel=1e-5)
+    assert cell(t7, "r=4", "w")["ours"] == f"{math.sqrt(16**2 + 15**2 + 14**2 + 13**2):.2f} (n=1)"
+    assert cell(t7, "r=64", "delta")["ours"].startswith("unavailable: r64_s")
+    assert "has no base_weights.safetensors" in cell(t7, "r=64", "delta")["ours"]
+
+
+def test_figures_drawn_or_explained(subspace_runs, tmp_path):
+    frame = collect(subspace_runs, SCALE)
+    out = tmp_path / "figs"
+    f3 = figure3(frame, SCALE, out_dir=out)
+    f4 = figure4(frame, SCALE, out_dir=out)
+    f8 = figure8(frame, SCALE, out_dir=out)
+    for f in (f3, f4, f8):
+        assert [p.suffix for p in f.paths] == [".png", ".pdf"], f.message
+        assert all(p.stat().st_size > 0 for p in f.paths)
+    empty = collect(tmp_path / "nothing", SCALE)
+    for fn in (figure3, figure4, figure8):
+        res = fn(empty, SCALE, out_dir=out / "none")
+        assert res.paths == () and "needs" in res.message
+    assert not (out / "none").exists()
+
+
+def test_cli_writes_every_table(results, capsys):
+    assert main(["tables", "--scale", SCALE, "--results", str(results)]) == 0
+    written = sorted(p.name for p in (results / "tables" / SCALE).glob("*.md"))
+    assert written == sorted(f"{t}.md" for t in tables.TABLE_FUNCTIONS)
+    assert "table15:" in capsys.readouterr().out
+    assert main(["figures", "--scale", SCALE, "--results", str(results)]) == 0
+    assert "figure3: needs" in capsys.readouterr().out
