@@ -1,7 +1,10 @@
 """Bottleneck adapters applied to a sublayer's output before its residual: y + up(relu(down(y))).
 
-Parameters per adapter: 2·d·r + r + d (down and up weights and biases); Adapter^L adds its LayerNorm's 2·d.
-The up-projection starts at zero, so an adapted model starts equal to its base model.
+Parameters per adapter: 2·d·r + r + d (down and up weights and biases); Adapter^L adds its LayerNorm's 2·d. That is
+the paper's |Θ| = L_Adpt·(2·d_model·r + r + d_model) + 2·L_LN·d_model, L_Adpt adapters and L_LN new LayerNorms.
+Houlsby et al. also train the blocks' own LayerNorms; the paper's Adapter^H counts leave them out, and so do we.
+The up-projection starts at zero, so an adapted model starts equal to its base model (Houlsby et al. draw it near
+zero instead; exact zero, like LoRA's B = 0, makes the start exact).
 """
 from __future__ import annotations
 
@@ -18,7 +21,7 @@ class Adapter(nn.Module):
         self.norm = nn.LayerNorm(d, device=device, dtype=dtype) if layer_norm else nn.Identity()
         self.down = nn.Linear(d, r, device=device, dtype=dtype)
         self.up = nn.Linear(r, d, device=device, dtype=dtype)
-        # ReLU for every variant (Pfeiffer's choice); Houlsby et al. leave the nonlinearity open.
+        # ReLU for every variant: Lin et al. and Pfeiffer et al. use it; Houlsby et al. leave the nonlinearity open.
         self.act = nn.ReLU()
         nn.init.zeros_(self.up.weight)
         nn.init.zeros_(self.up.bias)
@@ -40,6 +43,8 @@ class WithAdapter(nn.Module):
 
 
 # kind -> (adapt the attention output, adapt the MLP output, adapter LayerNorm)
+# Adapter^L departs in placement from Lin et al., whose adapter sits on the residual stream at the end of each block:
+# here it reads the MLP output before the residual add, like the others (same parameters, LN(y) as Lin et al.).
 PLACEMENT = {"h": (True, True, False), "d": (True, True, False), "p": (False, True, False), "l": (False, True, True)}
 
 
@@ -59,6 +64,8 @@ def inject_adapters(model: nn.Module, kind: str, r: int, drop_layers: int = 0) -
         for sub in sublayers:
             path = f"{root}.{i}.{sub}"
             module = model.get_submodule(path)
+            if isinstance(module, WithAdapter):
+                raise ValueError(f"{path} already has an adapter; apply an adapter method to a fresh model")
             _, d = in_out_features(module)
             w = module.weight
             adapter = Adapter(d, r, layer_norm, device=w.device, dtype=w.dtype)

@@ -8,6 +8,8 @@ from lora.targets import blocks_of
 
 
 def unfreeze_top_layers(model: nn.Module, k: int) -> None:
+    """FT^Top-k: the last k transformer blocks train; embeddings and the final norm (GPT-2 ln_f, Llama norm) do not,
+    as the paper adapts "only the last two layers"."""
     blocks = blocks_of(model)
     if not 1 <= k <= len(blocks):
         raise ValueError(f"top_k={k} but the model has {len(blocks)} transformer blocks; choose 1..{len(blocks)}")
@@ -25,7 +27,9 @@ def unfreeze_biases(model: nn.Module) -> None:
 
 
 def unfreeze_named(model: nn.Module, names: list[str] | tuple[str, ...]) -> None:
-    """Train every parameter under a module named by one of `names` (a model without such a module trains none)."""
+    """Train every parameter whose path contains one of `names` as whole components (e.g. "classifier" matches
+    "classifier.out_proj.weight" but not "my_classifier.weight"). A name that matches nothing is not an error: a
+    bare model or an LM (its head is the tied embedding) has no new task head to train."""
     for name, p in model.named_parameters():
         if any(has_component(name, n) for n in names):
             p.requires_grad_(True)
