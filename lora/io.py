@@ -7,11 +7,11 @@ import tempfile
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from lora.layers import lora_modules
+from lora.layers import LoRALinear, lora_modules
 
 
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
@@ -28,12 +28,27 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.Pat
             os.remove(tmp)
 
 
+def _atomic_write_text(text: str, path: Path) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def _check_exists(path: str | os.PathLike) -> None:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"no adapter file at {path}; check the run directory (is the run finished?)")
+
+
 def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file; a missing, truncated or corrupt file is a ValueError that names it."""
+    """Load a safetensors file: FileNotFoundError if missing, a ValueError naming it if truncated or corrupt."""
+    _check_exists(path)
     try:
         return load_file(str(path))
-    except FileNotFoundError:
-        raise
     except (SafetensorError, OSError, ValueError) as e:
         raise ValueError(f"{path} is not a readable safetensors file ({e}); delete it and re-run to rebuild it") from e
 
@@ -43,63 +58,137 @@ def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_adapter(model: nn.Module, path: str | os.PathLike, metadata: dict | None = None) -> None:
-    """Save only the trainable parameters (the adapter and the task head), with JSON-able metadata."""
+    """Save only the trainable parameters (the adapter and the task head); each metadata value is stored as JSON."""
     meta = {"format": "pt"} | {k: json.dumps(v) for k, v in (metadata or {}).items()}
     atomic_save_safetensors(trainable_state(model), path, metadata=meta)
 
 
+def adapter_metadata(path: str | os.PathLike) -> dict:
+    """The metadata `save_adapter` stored, JSON values decoded (the safetensors "format" entry left out)."""
+    _check_exists(path)
+    try:
+        with safe_open(str(path), "pt") as f:
+            raw = f.metadata() or {}
+    except (SafetensorError, OSError, ValueError) as e:
+        raise ValueError(f"{path} is not a readable safetensors file ({e})") from e
+    return {k: json.loads(v) for k, v in raw.items() if k != "format"}
+
+
+def _listed(names: list[str], limit: int = 8) -> str:
+    return ", ".join(names[:limit]) + (f" … ({len(names) - limit} more)" if len(names) > limit else "") or "none"
+
+
 def load_adapter(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
-    """Load parameters saved by `save_adapter` into a model that had the same method applied."""
+    """Load parameters saved by `save_adapter` into a model that had the same method applied.
+
+    strict: the file must hold exactly the model's trainable parameters. Not strict: load the keys the model has and
+    ignore the rest. Shapes must match either way; nothing is copied unless every check passes.
+    """
     saved = read_safetensors(path)
+    merged = [name for name, m in lora_modules(model).items() if m.merged]
+    if merged:
+        raise ValueError(f"LoRA layers {_listed(merged)} are merged, so loading new A, B would leave a stale ΔW in "
+                         "the base weights; call lora.layers.unmerge_lora(model) first")
     own = dict(model.named_parameters())
-    missing = sorted(set(trainable_state(model)) - set(saved))
-    unexpected = sorted(set(saved) - set(own))
+    trainable = trainable_state(model)
+    missing = sorted(set(trainable) - set(saved))
+    unexpected = sorted(set(saved) - set(trainable if strict else own))
     if strict and (missing or unexpected):
-        raise ValueError(f"{path} does not fit this model: missing {missing[:5]}{'…' if len(missing) > 5 else ''}, "
-                         f"unexpected {unexpected[:5]}{'…' if len(unexpected) > 5 else ''}; was it saved from the "
-                         "same model and method configuration?")
+        raise ValueError(f"{path} does not fit this model: missing {_listed(missing)}; "
+                         f"unexpected {_listed(unexpected)}. Was it saved from the same model and method configuration (method, r, targets)? "
+                         "strict=False loads the keys that do fit")
+    mismatched = [f"{name} {tuple(t.shape)} vs model {tuple(own[name].shape)}"
+                  for name, t in saved.items() if name in own and own[name].shape != t.shape]
+    if mismatched:
+        raise ValueError(f"{path}: shapes differ from the model's (different rank or model size?): "
+                         f"{_listed(mismatched)}")
     with torch.no_grad():
         for name, tensor in saved.items():
-            if name not in own:
-                continue
-            if own[name].shape != tensor.shape:
-                raise ValueError(f"{path}: {name} has shape {tuple(tensor.shape)}, the model expects "
-                                 f"{tuple(own[name].shape)} (different rank or model size?)")
-            own[name].copy_(tensor)
+            if name in own:
+                own[name].copy_(tensor)
+
+
+def _peft_lora_pair(m: LoRALinear) -> tuple[torch.Tensor, torch.Tensor, int, float]:
+    """(A, B, rank, alpha) of one layer as PEFT sees it: one LoRA on the whole module.
+
+    A per-slice layer becomes an exact rank k·r LoRA: A = [A_1; …; A_k] (k·r × in) and B (out × k·r) with B_i in
+    slice i's rows and columns, zero elsewhere, so unadapted slices (GPT-2's k) get exactly zero update; alpha
+    becomes k·alpha to keep the scaling alpha / r. PEFT trains that B as a dense matrix: the structure holds for
+    inference, not for further training in PEFT.
+    """
+    if list(m.slices) == [""]:
+        a, b = m.pair("")
+        return a.detach(), b.detach(), m.r, m.alpha
+    roles = sorted(m.slices, key=lambda role: m.slices[role][0])
+    k = len(roles)
+    a_full = torch.cat([m.pair(role)[0].detach() for role in roles])  # (k·r, in)
+    b_full = a_full.new_zeros(m.out_features, k * m.r)
+    for i, role in enumerate(roles):
+        start, end = m.slices[role]
+        b_full[start:end, i * m.r:(i + 1) * m.r] = m.pair(role)[1].detach()
+    return a_full, b_full, k * m.r, k * m.alpha
+
+
+def _modules_to_save(model: nn.Module) -> dict[str, nn.Module]:
+    """Modules owning the trainable parameters besides LoRA's (the task head), by path; PEFT saves them whole."""
+    lora_params = {id(p) for m in lora_modules(model).values() for p in m.parameters()}
+    owners: dict[str, nn.Module] = {}
+    for name, p in model.named_parameters():
+        if p.requires_grad and id(p) not in lora_params:
+            path = name.rpartition(".")[0]
+            owners[path] = model.get_submodule(path)
+    foreign = [f"{path} ({type(m).__name__})" for path, m in owners.items()
+               if not type(m).__module__.startswith(("torch.", "transformers."))]
+    if foreign:
+        raise ValueError(f"trainable modules {_listed(foreign)} are not part of the base model (adapters or prefixes "
+                         "of another method), and PEFT's LoRA format cannot carry them; export plain method=lora runs")
+    return owners
 
 
 def export_peft(model: nn.Module, out_dir: str | os.PathLike, base_model_name_or_path: str) -> Path:
-    """Write `adapter_config.json` + `adapter_model.safetensors` that `peft.PeftModel.from_pretrained` loads."""
+    """Write `adapter_config.json` + `adapter_model.safetensors` that `peft.PeftModel.from_pretrained` loads.
+
+    `PeftModel.from_pretrained(base, out_dir)` on the unadapted base model then gives our adapted model's outputs.
+    The trained task head (any trainable non-LoRA module of the base model) goes into `modules_to_save`.
+    """
     modules = lora_modules(model)
     if not modules:
         raise ValueError("the model carries no LoRA layers; apply method=lora before exporting to PEFT")
-    tensors, ranks, alphas, dropouts, leaf_names = {}, set(), set(), set(), set()
+    merged = [path for path, m in modules.items() if m.merged]
+    if merged:
+        raise ValueError(f"LoRA layers {_listed(merged)} are merged; call lora.layers.unmerge_lora(model) before "
+                         "exporting the adapter")
+    tensors: dict[str, torch.Tensor] = {}
+    shape: dict[str, tuple[int, float]] = {}
     for path, m in modules.items():
-        if list(m.slices) != [""]:
-            raise ValueError(f"{path} adapts slices {list(m.slices)} of a fused projection; PEFT can only adapt the "
-                             "whole module, so this adapter has no PEFT equivalent")
-        if m.merged:
-            raise ValueError(f"{path} is merged; unmerge the model before exporting the adapter")
-        a, b = m.pair("")
+        a, b, rank, alpha = _peft_lora_pair(m)
         tensors[f"base_model.model.{path}.lora_A.weight"] = a
         tensors[f"base_model.model.{path}.lora_B.weight"] = b
-        ranks.add(m.r)
-        alphas.add(m.alpha)
-        dropouts.add(m.dropout.p if isinstance(m.dropout, nn.Dropout) else 0.0)
-        leaf_names.add(path.rsplit(".", 1)[-1])
-    if len(ranks) > 1 or len(alphas) > 1:
-        raise ValueError("PEFT export supports one rank and alpha for all modules")
+        shape[path] = (rank, alpha)
+    dropouts = {m.dropout.p if isinstance(m.dropout, nn.Dropout) else 0.0 for m in modules.values()}
+    if len(dropouts) > 1:
+        raise ValueError(f"PEFT has one lora_dropout for all layers; this model mixes {sorted(dropouts)}")
+    to_save = _modules_to_save(model)
+    for path, m in to_save.items():
+        tensors |= {f"base_model.model.{path}.{k}": v for k, v in m.state_dict().items()}
+    # The most common (rank, alpha) is PEFT's default; layers that differ (fused slices) go in the patterns, keyed by
+    # full module path, which PEFT matches as a regex anchored at a dot boundary.
+    default = max(set(shape.values()), key=list(shape.values()).count)
+    others = {path: ra for path, ra in shape.items() if ra != default}
     config = {
         "peft_type": "LORA", "task_type": None, "base_model_name_or_path": base_model_name_or_path,
-        "r": ranks.pop(), "lora_alpha": alphas.pop(), "lora_dropout": max(dropouts),
-        "target_modules": sorted(leaf_names), "bias": "none", "fan_in_fan_out": False,
-        "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False,
-        "modules_to_save": None,
+        "r": default[0], "lora_alpha": default[1], "lora_dropout": dropouts.pop(),
+        "rank_pattern": {path: ra[0] for path, ra in others.items()},
+        "alpha_pattern": {path: ra[1] for path, ra in others.items()},
+        # full paths, not leaf names: PEFT matches a list entry by suffix, and a leaf like BERT's "dense" would also
+        # catch modules we never adapted (the pooler)
+        "target_modules": sorted(modules),
+        "fan_in_fan_out": all(m.fan_in_fan_out for m in modules.values()),  # PEFT fixes it per layer type anyway
+        "bias": "none", "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False,
+        "modules_to_save": sorted(to_save) or None,
     }
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     atomic_save_safetensors(tensors, out / "adapter_model.safetensors", metadata={"format": "pt"})
-    tmp = out / ".adapter_config.json.tmp"
-    tmp.write_text(json.dumps(config, indent=2))
-    os.replace(tmp, out / "adapter_config.json")
+    _atomic_write_text(json.dumps(config, indent=2), out / "adapter_config.json")
     return out

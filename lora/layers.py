@@ -2,7 +2,10 @@
 
 `LoRALinear` wraps a base `nn.Linear` or GPT-2 `Conv1D` (weight stored in × out, "fan_in_fan_out") and never edits it
 except in `merge()`. A fused projection (GPT-2's c_attn = [q | k | v]) gets one (A, B) pair per adapted slice, so Wq
-and Wv can be adapted without touching Wk, as the authors' `MergedLinear` does and PEFT cannot.
+and Wv can be adapted without touching Wk, as the authors' `MergedLinear(enable_lora=[True, False, True])` does.
+
+State-dict keys: the base module lives at `<path>.base`, so its weight key becomes `<path>.base.weight`; pretrained
+weights are loaded before injection, and adapters are saved on their own (`lora.io`), so nothing needs the old keys.
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ class LoRALinear(nn.Module):
     """A frozen base projection plus low-rank updates on output slices.
 
     slices: role -> (start, end) output features it adapts; None adapts the whole output under the name "" (then the
-    parameters are plain `lora_A` (r × in) and `lora_B` (out × r), the key names PEFT and loralib use).
+    parameters are plain `lora_A` (r × in) and `lora_B` (out × r), the key names PEFT and loralib use; a slice's are
+    `lora_A_<role>` (r × in) and `lora_B_<role>` (end - start × r)). Output features outside every slice get exactly
+    zero update.
     """
 
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
@@ -39,10 +44,12 @@ class LoRALinear(nn.Module):
         if r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {r}")
         self.base = base
+        base.requires_grad_(False)  # W0 stays frozen whatever the caller did before injection
         self.fan_in_fan_out = _is_conv1d(base)
         self.in_features, self.out_features = in_out_features(base)
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
-        self.slices = slices if slices is not None else {"": (0, self.out_features)}
+        self.slices = dict(slices) if slices is not None else {"": (0, self.out_features)}
+        self._check_slices()
         self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.merged = False
         w = base.weight
@@ -54,15 +61,27 @@ class LoRALinear(nn.Module):
             self.register_parameter(self._name("lora_A", role), a)
             self.register_parameter(self._name("lora_B", role), b)
 
+    def _check_slices(self) -> None:
+        if not self.slices:
+            raise ValueError("slices is empty; pass None to adapt the whole output or name at least one slice")
+        spans = sorted(self.slices.values())
+        for start, end in spans:
+            if not 0 <= start < end <= self.out_features:
+                raise ValueError(f"slice ({start}, {end}) is outside the {self.out_features} output features")
+        for (_, end), (start, _) in zip(spans, spans[1:]):
+            if start < end:
+                raise ValueError(f"slices {self.slices} overlap; each output feature may belong to one slice only")
+
     @staticmethod
     def _name(kind: str, role: str) -> str:
         return f"{kind}_{role}" if role else kind
 
     def pair(self, role: str) -> tuple[nn.Parameter, nn.Parameter]:
+        """(A, B) of one slice; role "" for an unsliced layer."""
         return getattr(self, self._name("lora_A", role)), getattr(self, self._name("lora_B", role))
 
     def delta_weight(self) -> torch.Tensor:
-        """ΔW = scaling · B A in the base weight's layout (out × in, or in × out for Conv1D); zero rows where no slice."""
+        """ΔW = scaling · B A in the base weight's layout (out × in, or in × out for Conv1D); zero where no slice."""
         first_a = self.pair(next(iter(self.slices)))[0]
         delta = torch.zeros(self.out_features, self.in_features, device=first_a.device, dtype=first_a.dtype)
         for role, (start, end) in self.slices.items():
@@ -72,7 +91,10 @@ class LoRALinear(nn.Module):
 
     @torch.no_grad()
     def merge(self) -> None:
-        """Fold ΔW into the base weight: inference then costs exactly what the base model costs. Idempotent."""
+        """Fold ΔW into the base weight: inference then costs exactly what the base model costs.
+
+        Merging a merged layer is a no-op (so is unmerging an unmerged one): `merged` records the state.
+        """
         if not self.merged:
             self.base.weight += self.delta_weight().to(self.base.weight.dtype)
             self.merged = True
@@ -86,8 +108,13 @@ class LoRALinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.base(x)  # (..., out)
         if self.merged:
+            # loralib unmerges silently on train(); here merging is explicit, so training a merged layer (A, B would
+            # get no gradient and W0 would carry a stale ΔW) is an error instead.
+            if self.training and torch.is_grad_enabled() and self.pair(next(iter(self.slices)))[0].requires_grad:
+                raise RuntimeError("a merged LoRA layer was called in training mode; call lora.layers.unmerge_lora("
+                                   "model) before training, or model.eval() / torch.no_grad() for inference")
             return y
-        h = self.dropout(x)
+        h = self.dropout(x)  # dropout on the LoRA path only, as in loralib
         if list(self.slices) == [""]:
             a, b = self.pair("")
             return y + (h @ a.T @ b.T) * self.scaling
@@ -96,7 +123,7 @@ class LoRALinear(nn.Module):
             if start > cursor:
                 pieces.append(y.new_zeros(*y.shape[:-1], start - cursor))
             a, b = self.pair(role)
-            pieces.append((h @ a.T @ b.T) * self.scaling)
+            pieces.append((h @ a.T @ b.T) * self.scaling)  # (..., end - start)
             cursor = end
         if cursor < self.out_features:
             pieces.append(y.new_zeros(*y.shape[:-1], self.out_features - cursor))
@@ -107,8 +134,23 @@ class LoRALinear(nn.Module):
         return f"r={self.r}, alpha={self.alpha}, slices={roles}, merged={self.merged}"
 
 
+def _fused_slices(model: nn.Module, module: nn.Module, fused: tuple[str, ...], roles: tuple[str, ...], path: str
+                  ) -> dict[str, tuple[int, int]]:
+    """Output slices of the roles adapted in a fused projection: c_attn (in, 3·n_embd) → q, k, v each n_embd wide."""
+    _, out = in_out_features(module)
+    width = getattr(getattr(model, "config", None), "n_embd", None) or out // len(fused)
+    if width * len(fused) != out:
+        raise ValueError(f"{path} has {out} output features, expected {len(fused)} × {width} for fused "
+                         f"{'/'.join(fused)}; is model.config.n_embd right for this model?")
+    return {role: (i * width, (i + 1) * width) for i, role in enumerate(fused) if role in roles}
+
+
 def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float) -> list[str]:
-    """Wrap every module that `targets` (roles) names; returns the wrapped module paths."""
+    """Wrap every module that `targets` (roles) names; returns the wrapped module paths.
+
+    Only the new A and B require grad afterwards among the wrapped modules' parameters; the rest of the model is left
+    as it was (`apply_method` freezes it).
+    """
     family = family_of(model)
     paths = []
     for target in find_targets(model, targets):
@@ -117,17 +159,17 @@ def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, drop
             raise ValueError(f"{target.path} already carries LoRA; apply the method to a fresh model")
         slices = None
         if target.roles[0] in family.fused_qkv:
-            _, out = in_out_features(module)
-            width = out // len(family.fused_qkv)  # c_attn: (in, 3·d) → q, k, v each d wide
-            slices = {role: (i * width, (i + 1) * width) for i, role in enumerate(family.fused_qkv)
-                      if role in target.roles}
+            slices = _fused_slices(model, module, family.fused_qkv, target.roles, target.path)
         parent_path, _, child = target.path.rpartition(".")
-        setattr(model.get_submodule(parent_path), child, LoRALinear(module, r, alpha, dropout, slices))
+        layer = LoRALinear(module, r, alpha, dropout, slices)
+        layer.train(module.training)  # a new module starts in train mode; an eval() model must not get LoRA dropout
+        setattr(model.get_submodule(parent_path), child, layer)
         paths.append(target.path)
     return paths
 
 
 def lora_modules(model: nn.Module) -> dict[str, LoRALinear]:
+    """Every LoRA layer of the model by module path (e.g. 'transformer.h.0.attn.c_attn')."""
     return {name: m for name, m in model.named_modules() if isinstance(m, LoRALinear)}
 
 

@@ -17,7 +17,7 @@ def test_merge_equals_unmerged_with_nonzero_b(make_base):
     torch.manual_seed(0)
     base = make_base()
     w0 = base.weight.detach().clone()
-    layer = LoRALinear(base, r=4, alpha=8, dropout=0.0)
+    layer = LoRALinear(base, r=4, alpha=8, dropout=0.0).eval()
     nn.init.normal_(layer.lora_B)
     x = torch.randn(3, 5, 24)
     unmerged = layer(x)
@@ -33,7 +33,7 @@ def test_merge_equals_unmerged_with_nonzero_b(make_base):
 def test_fused_qkv_adapts_only_named_slices():
     torch.manual_seed(0)
     base = Conv1D(3 * 16, 16)  # GPT-2 c_attn: 16 → [q | k | v]
-    layer = LoRALinear(base, r=2, alpha=4, slices={"q": (0, 16), "v": (32, 48)})
+    layer = LoRALinear(base, r=2, alpha=4, slices={"q": (0, 16), "v": (32, 48)}).eval()
     for role in ("q", "v"):
         nn.init.normal_(layer.pair(role)[1])
     delta = layer.delta_weight()  # Conv1D layout: (in, out)
@@ -120,3 +120,59 @@ def test_applying_lora_twice_is_an_error():
     lora.apply_method(model, lora.MethodConfig(name="lora"))
     with pytest.raises(ValueError, match="already carries LoRA"):
         lora.apply_method(model, lora.MethodConfig(name="lora"))
+
+
+@pytest.mark.parametrize("slices,match", [({"q": (0, 20)}, "outside"), ({"q": (0, 10), "k": (8, 16)}, "overlap"),
+                                          ({}, "empty")])
+def test_bad_slices_are_rejected(slices, match):
+    with pytest.raises(ValueError, match=match):
+        LoRALinear(nn.Linear(8, 16), r=2, alpha=2, slices=slices)
+
+
+def test_dropout_is_on_the_lora_path_only():
+    torch.manual_seed(0)
+    base = nn.Linear(8, 8)
+    layer = LoRALinear(base, r=2, alpha=2, dropout=0.5).train()
+    x = torch.randn(4, 8)
+    assert torch.equal(layer(x), base(x))  # B = 0: whatever dropout does to the LoRA input, the base output is intact
+    nn.init.normal_(layer.lora_B)
+    assert not torch.equal(layer(x), layer(x))  # a fresh dropout mask per call on the LoRA path
+    layer.eval()
+    assert torch.equal(layer(x), layer(x))
+
+
+def test_merged_layer_refuses_to_train():
+    layer = LoRALinear(nn.Linear(8, 8), r=2, alpha=2).train()
+    layer.merge()
+    with pytest.raises(RuntimeError, match="unmerge_lora"):
+        layer(torch.randn(2, 8))
+    with torch.no_grad():
+        layer(torch.randn(2, 8))  # inference under no_grad is fine even in train mode
+    layer.unmerge()
+    layer(torch.randn(2, 8)).sum().backward()
+    assert layer.lora_B.grad is not None
+
+
+def test_inject_lora_freezes_the_wrapped_base_and_sizes_c_attn_slices_from_n_embd():
+    from lora.layers import inject_lora
+
+    model = tiny.gpt2()  # every parameter trainable: inject_lora alone must still freeze W0
+    paths = inject_lora(model, ["q", "v"], r=2, alpha=4, dropout=0.0)
+    assert paths == ["transformer.h.0.attn.c_attn", "transformer.h.1.attn.c_attn"]
+    layer = lora_modules(model)[paths[0]]
+    d = model.config.n_embd
+    assert layer.slices == {"q": (0, d), "v": (2 * d, 3 * d)}
+    assert not layer.base.weight.requires_grad and not layer.base.bias.requires_grad
+    assert layer.lora_A_q.shape == (2, d) and layer.lora_B_v.shape == (d, 2)
+    assert all(p.requires_grad for n, p in layer.named_parameters() if "lora_" in n)
+    assert "transformer.h.0.attn.c_attn.base.weight" in model.state_dict()
+
+
+def test_injected_layers_follow_the_models_train_or_eval_mode():
+    model = tiny.llama().eval()
+    lora.apply_method(model, lora.MethodConfig(name="lora", r=2, dropout=0.5))
+    assert all(not m.training for m in lora_modules(model).values())  # no LoRA dropout at evaluation
+    tiny.randomise_lora_b(model)
+    ids, mask = tiny.batch()
+    first, second = (model(input_ids=ids, attention_mask=mask).logits for _ in range(2))
+    assert torch.equal(first, second)
