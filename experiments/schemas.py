@@ -36,6 +36,12 @@ class ModelConfig:
 class TaskConfig:
     name: str = MISSING
     kind: str = "classification"  # classification | generation
+    # MNLI-n: train on n pairs sampled (with data_seed) from the MNLI train pairs available; None = the whole train set
+    n: Optional[int] = None
+    data_seed: int = 1234  # draws the training subset and the validation carve-out; separate from the run seed
+    val_examples: int = 0  # held out of TRAIN (never the reported dev split) and evaluated as val_* for lr tuning
+    max_seq_len: int = 128  # tokens per (pair of) sentence(s), truncated longest-first
+    eval_mismatched: bool = False  # MNLI: also evaluate dev mismatched (eval_mm_* metrics)
 
 
 @dataclass
@@ -50,12 +56,20 @@ class TrainConfig:
     max_grad_norm: float = 1.0
     eval_every: int = 0  # steps between evaluations; 0 = at the end only
     checkpoint_every: int = 50  # steps between resumable checkpoints
+    eval_batch_size: int = 64
+    log_every: int = 10  # steps between train-loss rows in metrics.jsonl
+    threads: int = 0  # torch threads; 0 = every core this process may use
+    kill_after_steps: int = 0  # test hook: SIGKILL this process after that many steps (a crash to resume from)
 
 
 @dataclass
 class ScaleConfig:
     name: str = "local"
     deviations: list[str] = field(default_factory=list)  # printed under every table built at this scale
+    # caps applied in code on top of task/train settings (None = no cap); a cap that bites is recorded in final.json
+    max_train_examples: Optional[int] = None
+    max_eval_examples: Optional[int] = None  # a fixed sample (seed 0) of each dev split, the same for every run
+    max_steps: Optional[int] = None
 
 
 @dataclass

@@ -95,8 +95,8 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     unexpected = sorted(set(saved) - set(trainable if strict else own))
     if strict and (missing or unexpected):
         raise ValueError(f"{path} does not fit this model: missing {_listed(missing)}; "
-                         f"unexpected {_listed(unexpected)}. Was it saved from the same model and method configuration (method, r, targets)? "
-                         "strict=False loads the keys that do fit")
+                         f"unexpected {_listed(unexpected)}. Was it saved from the same model and method "
+                         "configuration (method, r, targets)? strict=False loads the keys that do fit")
     mismatched = [f"{name} {tuple(t.shape)} vs model {tuple(own[name].shape)}"
                   for name, t in saved.items() if name in own and own[name].shape != t.shape]
     if mismatched:

@@ -1,0 +1,225 @@
+"""The training loop of a classification run: AdamW, linear warmup/decay, grad accumulation, evaluation, resume.
+
+Data order is a pure function of (seed, epoch): micro-batch m of the run is batch m % B of the permutation of
+epoch m // B (B batches per epoch). A resumed run recomputes it and continues at micro-batch step * grad_accum,
+so, with the optimizer, scheduler and RNG states restored from the checkpoint, it ends exactly where an
+uninterrupted run ends (on CPU, same thread count).
+"""
+from __future__ import annotations
+
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from torch import nn
+from tqdm import tqdm
+
+from experiments import data
+from experiments.rundir import RunDir, rng_state, set_rng_state
+from experiments.tasks import TaskData
+
+
+@dataclass
+class LoopResult:
+    status: str  # success | diverged
+    metrics: dict
+    steps: int  # optimizer steps done
+    total_steps: int
+    resumed_from: int = 0
+    error: Optional[str] = None
+    deviations: list[str] = field(default_factory=list)
+    timing: dict = field(default_factory=dict)
+
+
+def set_seed(seed: int) -> None:
+    import numpy as np
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def set_threads(threads: int) -> int:
+    """threads > 0 as given; 0 = the cores this process may run on (not the machine's, under a CPU quota)."""
+    n = threads if threads > 0 else len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    torch.set_num_threads(max(1, n))
+    return torch.get_num_threads()
+
+
+def plan_steps(n_train: int, train_cfg, scale_cfg) -> tuple[int, int, list[str]]:
+    """(total optimizer steps, micro-batches per epoch, deviations): max_steps > 0 wins over epochs; the
+    scale's max_steps caps both."""
+    if n_train == 0:
+        raise ValueError("no training examples")
+    per_epoch = math.ceil(n_train / train_cfg.batch_size)
+    total = train_cfg.max_steps if train_cfg.max_steps > 0 else math.ceil(train_cfg.epochs * per_epoch / train_cfg.grad_accum)
+    deviations = []
+    if scale_cfg.max_steps is not None and total > scale_cfg.max_steps:
+        deviations.append(f"trained {scale_cfg.max_steps} of the {total} optimizer steps the config asks for "
+                          f"(scale {scale_cfg.name} cap)")
+        total = scale_cfg.max_steps
+    return max(total, 1), per_epoch, deviations
+
+
+class Order:
+    """Micro-batch m -> the example indices it holds (see the module docstring)."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.per_epoch = math.ceil(n / batch_size)
+        self._epoch, self._perm = -1, None
+
+    def batch(self, m: int) -> list[int]:
+        epoch, pos = divmod(m, self.per_epoch)
+        if epoch != self._epoch:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # own generator: dropout RNG untouched
+            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
+        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+
+
+def build_optimizer(model: nn.Module, train_cfg, total: int):
+    """AdamW over trainable parameters only; no weight decay on biases and norm weights (1-D tensors);
+    linear warmup over warmup_ratio of the steps, then linear decay to 0."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("the model has no trainable parameters: did the method freeze everything?")
+    groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": train_cfg.weight_decay},
+              {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train_cfg.lr)
+    warmup = int(train_cfg.warmup_ratio * total)
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return max(0.0, (total - step) / max(1, total - warmup))
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, enc: data.Encoded, task: TaskData, batch_size: int, pad_id: int,
+             prefix: str) -> dict[str, float]:
+    """{prefix}_loss and {prefix}_<metric> (accuracy, f1, ...) over every example of `enc`."""
+    was_training = model.training
+    model.eval()
+    preds, loss_sum = [], 0.0
+    for idx in data.eval_batches(enc, batch_size):
+        out = model(**data.collate(enc, idx, pad_id))
+        loss_sum += out.loss.item() * len(idx)
+        logits = out.logits  # (B, num_labels)
+        preds.append((logits.squeeze(-1) if task.regression else logits.argmax(-1), idx))
+    model.train(was_training)
+    order = [i for _, idx in preds for i in idx]
+    flat = torch.cat([p for p, _ in preds]).tolist()
+    by_index = dict(zip(order, flat))
+    pred = [by_index[i] for i in range(len(enc))]
+    gold = enc.labels.tolist()
+    metrics = {f"{prefix}_loss": loss_sum / max(len(enc), 1)}
+    metrics |= {f"{prefix}_{k}": v for k, v in task.metrics(pred, gold).items()}
+    return metrics
+
+
+def evaluate_all(model, sets: dict[str, data.Encoded], task: TaskData, batch_size: int, pad_id: int) -> dict:
+    out = {}
+    for prefix, enc in sets.items():
+        out |= evaluate(model, enc, task, batch_size, pad_id, prefix)
+    return out
+
+
+def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker, config_hash: str) -> LoopResult:
+    tc = cfg.train
+    for key in ("batch_size", "grad_accum", "eval_batch_size"):
+        if getattr(tc, key) < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {getattr(tc, key)}")
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    enc_train = data.encode(task.train, tokenizer, cfg.task.max_seq_len, task.regression)
+    eval_sets = {p: data.encode(ex, tokenizer, cfg.task.max_seq_len, task.regression) for p, ex in task.evals.items()}
+    if task.val:
+        eval_sets["val"] = data.encode(task.val, tokenizer, cfg.task.max_seq_len, task.regression)
+
+    total, _, deviations = plan_steps(len(enc_train), tc, cfg.scale)
+    order = Order(len(enc_train), tc.batch_size, cfg.seed)
+    optimizer, scheduler = build_optimizer(model, tc, total)
+    trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
+    start, window = 0, [0.0, 0]  # window: (loss sum, steps) since the last train-loss row
+
+    ckpt = run.load_checkpoint()
+    if ckpt is not None:
+        step, tensors, state = ckpt
+        if state.get("config_hash") != config_hash:
+            raise ValueError(f"{run.ckpt} was written by a different configuration; delete it to start this run over")
+        missing = set(trainable) - set(tensors)
+        if missing:
+            raise ValueError(f"{run.ckpt} lacks {sorted(missing)[:3]}; delete it to start this run over")
+        with torch.no_grad():
+            for name, p in trainable.items():
+                p.copy_(tensors[name])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
+        start, window = step, list(state["window"])
+        run.truncate_metrics(step)
+        print(f"resuming {run.path} from step {step}/{total}", flush=True)
+    else:
+        set_seed(cfg.seed)
+
+    model.train()
+    bar = tqdm(total=total, initial=start, disable=not sys.stderr.isatty(), desc="train", dynamic_ncols=True)
+    t_train, last_loss = time.perf_counter(), float("nan")
+    result = LoopResult("success", {}, start, total, resumed_from=start, deviations=deviations)
+    for step in range(start, total):
+        optimizer.zero_grad(set_to_none=True)
+        step_loss = 0.0
+        for k in range(tc.grad_accum):
+            batch = data.collate(enc_train, order.batch(step * tc.grad_accum + k), pad_id)
+            loss = model(**batch).loss
+            if not torch.isfinite(loss):
+                bar.close()
+                result.status, result.steps = "diverged", step
+                result.error = f"training loss became {loss.item()} at step {step + 1} (lr={tc.lr})"
+                result.metrics = {"train_loss": loss.item(), "diverged_at_step": step + 1}
+                tracker.log({"step": step + 1, "split": "train", "loss": loss.item()})
+                return result
+            (loss / tc.grad_accum).backward()
+            step_loss += loss.item() / tc.grad_accum
+        if tc.max_grad_norm > 0:
+            torch.nn.utils.clip_grad_norm_(trainable.values(), tc.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        done = step + 1
+        window[0] += step_loss
+        window[1] += 1
+        bar.update(1)
+        if done % max(tc.log_every, 1) == 0 or done == total:
+            last_loss = window[0] / window[1]
+            tracker.log({"step": done, "split": "train", "loss": last_loss, "lr": scheduler.get_last_lr()[0],
+                         "epoch": done * tc.grad_accum / order.per_epoch})
+            bar.set_postfix(loss=f"{last_loss:.4f}")
+            window = [0.0, 0]
+        if tc.eval_every > 0 and done % tc.eval_every == 0 and done != total:
+            tracker.log({"step": done, "split": "eval",
+                         **evaluate_all(model, eval_sets, task, tc.eval_batch_size, pad_id)})
+        if tc.checkpoint_every > 0 and done % tc.checkpoint_every == 0 and done != total:
+            run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()},
+                                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                 "rng": rng_state(), "window": window, "config_hash": config_hash})
+        if tc.kill_after_steps and done == tc.kill_after_steps:
+            os.kill(os.getpid(), signal.SIGKILL)  # test hook: a real crash, nothing gets cleaned up
+    bar.close()
+    train_s = time.perf_counter() - t_train
+    t_eval = time.perf_counter()
+    final = evaluate_all(model, eval_sets, task, tc.eval_batch_size, pad_id)
+    eval_s = time.perf_counter() - t_eval
+    tracker.log({"step": total, "split": "eval", **final})
+    result.steps = total
+    result.metrics = final | {"train_loss": last_loss}
+    n_eval = sum(len(e) for e in eval_sets.values())
+    result.timing = {"train_s": train_s, "s_per_step": train_s / max(total - start, 1), "eval_s": eval_s,
+                     "s_per_eval_example": eval_s / max(n_eval, 1)}
+    return result

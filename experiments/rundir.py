@@ -1,0 +1,189 @@
+"""The run directory (DESIGN.md, "the run directory"): atomic files, resumable checkpoints, final.json.
+
+    <run>/.hydra/config.yaml   the composed config (Hydra writes it)
+    <run>/metrics.jsonl        one JSON object per logged step / evaluation, appended and flushed
+    <run>/checkpoint/          while training: step_<N>.safetensors (trainable params) + step_<N>.pt (optimizer,
+                               scheduler, RNG states, loop counters) + latest.json naming N, written last
+    <run>/adapter.safetensors  trainable parameters of the finished run (lora.io.save_adapter)
+    <run>/final.json           written last, atomically: status, metrics, params, wall time, memory, versions, git
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import resource
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "safetensors", "hydra-core", "omegaconf", "numpy",
+            "wandb")
+
+
+# --------------------------------------------------------------------------------------------- atomic files
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def clean_json(value: Any) -> Any:
+    """NaN/inf -> None (strict JSON; a diverged run's loss is null, not NaN)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): clean_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean_json(v) for v in value]
+    return value
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(clean_json(obj), indent=2, allow_nan=False) + "\n")
+
+
+# --------------------------------------------------------------------------------------------- the run folder
+class RunDir:
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self.path.mkdir(parents=True, exist_ok=True)
+        self.final = self.path / "final.json"
+        self.metrics = self.path / "metrics.jsonl"
+        self.adapter = self.path / "adapter.safetensors"
+        self.ckpt = self.path / "checkpoint"
+
+    def status(self) -> Optional[str]:
+        """final.json's status, or None when there is none (never ran, running, or killed)."""
+        try:
+            return json.loads(self.final.read_text()).get("status")
+        except (OSError, ValueError):
+            return None
+
+    def append_metrics(self, row: dict) -> None:
+        with open(self.metrics, "a", encoding="utf-8") as f:
+            f.write(json.dumps(clean_json(row), allow_nan=False) + "\n")
+            f.flush()
+
+    def truncate_metrics(self, last_step: int) -> None:
+        """Drop rows logged after `last_step` (a killed run logged past its last checkpoint; they are redone)."""
+        if not self.metrics.exists():
+            return
+        keep = []
+        for line in self.metrics.read_text(encoding="utf-8").splitlines():
+            try:
+                if json.loads(line).get("step", 0) <= last_step:
+                    keep.append(line)
+            except ValueError:  # a line cut by the kill
+                continue
+        atomic_write_text(self.metrics, "".join(k + "\n" for k in keep))
+
+    def reset(self) -> None:
+        """Start from scratch: no metrics, no stale final.json (a failed run being re-run)."""
+        for p in (self.final, self.metrics, self.adapter):
+            if p.exists():
+                p.unlink()
+
+    # ----------------------------------------------------------------------------------------- checkpoints
+    def save_checkpoint(self, step: int, trainable: dict[str, torch.Tensor], state: dict) -> None:
+        """Write step_<N>.{safetensors,pt}, then latest.json (atomic) naming N, then remove older steps.
+
+        A kill at any moment leaves latest.json pointing at complete files. `state` must hold only what
+        torch.load(weights_only=True) reads back: tensors, numbers, strings, lists, tuples, dicts.
+        """
+        from lora.io import atomic_save_safetensors
+
+        self.ckpt.mkdir(exist_ok=True)
+        atomic_save_safetensors(trainable, self.ckpt / f"step_{step:07d}.safetensors")
+        fd, tmp = tempfile.mkstemp(dir=self.ckpt, prefix=".state.", suffix=".tmp")
+        os.close(fd)
+        try:
+            torch.save(state, tmp)
+            os.replace(tmp, self.ckpt / f"step_{step:07d}.pt")
+        finally:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+        atomic_write_json(self.ckpt / "latest.json", {"step": step})
+        for old in self.ckpt.glob("step_*"):
+            if not old.name.startswith(f"step_{step:07d}."):
+                old.unlink(missing_ok=True)
+
+    def load_checkpoint(self) -> Optional[tuple[int, dict[str, torch.Tensor], dict]]:
+        """(step, trainable tensors, state) of the latest complete checkpoint, or None."""
+        latest = self.ckpt / "latest.json"
+        if not latest.exists():
+            return None
+        from lora.io import read_safetensors
+
+        step = int(json.loads(latest.read_text())["step"])
+        tensors = read_safetensors(self.ckpt / f"step_{step:07d}.safetensors")
+        state = torch.load(self.ckpt / f"step_{step:07d}.pt", weights_only=True)
+        return step, tensors, state
+
+    def drop_checkpoint(self) -> None:
+        if self.ckpt.exists():
+            for p in self.ckpt.iterdir():
+                p.unlink()
+            self.ckpt.rmdir()
+
+
+# --------------------------------------------------------------------------------------------- RNG states
+def rng_state() -> dict:
+    """Every RNG a training step may draw from, in types torch.load(weights_only=True) accepts."""
+    import numpy as np
+
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [kind, torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(gauss)]}
+
+
+def set_rng_state(state: dict) -> None:
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    kind, keys, pos, has_gauss, gauss = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype("uint32"), pos, has_gauss, gauss))
+
+
+# --------------------------------------------------------------------------------------------- provenance
+def package_versions() -> dict[str, Optional[str]]:
+    out = {"python": sys.version.split()[0]}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def git_commit() -> Optional[str]:
+    """HEAD of the repository (read-only), or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def peak_memory_mb() -> float:
+    """Peak resident memory of this process (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / (1024 * 1024) if sys.platform == "darwin" else rss / 1024

@@ -1,0 +1,172 @@
+"""Train one configuration and write its run directory.
+
+    python -m experiments.train model=minilm task=mnli_n task.n=1000 method=lora method.r=8 seed=0
+    python -m experiments.train -m scale=smoke method=lora,bitfit seed=0,1,2      # a sweep (Hydra multirun)
+
+The run directory is results/runs/<scale>/<experiment>/<overrides>,seed=<seed> (conf/config.yaml). A run whose
+final.json says success is skipped; a killed run resumes from its checkpoint; a failed or diverged one restarts.
+A failure writes final.json (status failed, the error) and then: single run -> the exception propagates (non-zero
+exit); multirun -> it is logged and the sweep goes on with the next run.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+import traceback
+from pathlib import Path
+from typing import Optional
+
+import hydra
+from omegaconf import DictConfig, OmegaConf
+
+from experiments import schemas
+
+log = logging.getLogger(__name__)
+# keys that do not change what a run computes (also kept out of the directory name, conf/config.yaml)
+NOT_COMPUTED = ("logger", "results_dir")
+NOT_COMPUTED_TRAIN = ("threads", "kill_after_steps", "eval_batch_size", "checkpoint_every")
+
+
+def run_name(override_dirname: str, seed) -> str:
+    """Directory name of a run: the command-line overrides (Hydra's override_dirname) plus the seed, always."""
+    return ",".join(p for p in (str(override_dirname), f"seed={seed}") if p)
+
+
+OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+schemas.register()
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """Hash of everything that changes the computation (a checkpoint refuses to resume under another config)."""
+    plain = OmegaConf.to_container(cfg, resolve=True)
+    for key in NOT_COMPUTED:
+        plain.pop(key, None)
+    for key in NOT_COMPUTED_TRAIN:
+        plain.get("train", {}).pop(key, None)
+    return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def validate(cfg: schemas.Config) -> None:
+    """Value checks the type schema cannot express; each error names the key and the way out."""
+    from experiments.models import validate as validate_model
+
+    validate_model(cfg.model)
+    cfg.method.validate()
+    t = cfg.train
+    if t.lr <= 0:
+        raise ValueError(f"train.lr must be > 0, got {t.lr}")
+    if t.max_steps <= 0 and t.epochs <= 0:
+        raise ValueError("set train.epochs > 0 or train.max_steps > 0")
+    if not 0 <= t.warmup_ratio < 1:
+        raise ValueError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    if cfg.task.max_seq_len < 8:
+        raise ValueError(f"task.max_seq_len must be >= 8, got {cfg.task.max_seq_len}")
+    if cfg.task.kind != "classification":
+        raise NotImplementedError(f"task {cfg.task.name!r} is a {cfg.task.kind} task; this runner trains "
+                                  "classification tasks only so far")
+    if cfg.model.kind != "encoder":
+        raise ValueError(f"task {cfg.task.name!r} needs a classifier, but model {cfg.model.name!r} is a "
+                         f"{cfg.model.kind} (causal LM): pick an encoder (model=minilm) or put a classification "
+                         "head on it with model.kind=encoder")
+
+
+def is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
+    """Train `cfg` into `run_dir` (default: Hydra's output dir) and return what final.json holds."""
+    import torch
+
+    import lora
+    import lora.io
+    from experiments import loop
+    from experiments.rundir import RunDir, git_commit, package_versions
+    from experiments.tasks import load_task
+    from experiments.tracking import Tracker
+
+    if run_dir is None:
+        from hydra.core.hydra_config import HydraConfig
+
+        run_dir = HydraConfig.get().runtime.output_dir
+    rd = RunDir(run_dir)
+    previous = rd.status()
+    if previous == "success":
+        print(f"skipping {rd.path}: final.json says success (delete it to run again)", flush=True)
+        return json.loads(rd.final.read_text())
+    if previous is not None or not (rd.ckpt / "latest.json").exists():
+        rd.drop_checkpoint()  # a finished (failed/diverged) run restarts from scratch, as does a fresh one
+        rd.reset()
+
+    t0 = time.perf_counter()
+    base = {"scale": cfg.scale.name, "experiment": cfg.experiment, "seed": cfg.seed,
+            "versions": package_versions(), "git_commit": git_commit(),
+            "deviations": list(cfg.scale.deviations)}
+    tracker = None
+    try:
+        obj: schemas.Config = OmegaConf.to_object(cfg)
+        validate(obj)
+        chash = config_hash(cfg)
+        threads = loop.set_threads(obj.train.threads)
+        task = load_task(obj.task, obj.scale)
+        torch.manual_seed(obj.seed)  # classification head, LoRA A and tiny models' init follow the run's seed
+        from experiments.models import load_model
+
+        model, tokenizer = load_model(obj.model, num_labels=task.num_labels)
+        if tokenizer is None:
+            raise ValueError(f"model {obj.model.name!r} comes without a tokenizer; set model.tokenizer to an "
+                             "embedded model's name (e.g. minilm)")
+        lora.apply_method(model, obj.method)
+        counts = lora.count_parameters(model, exclude=obj.method.train_also)
+        resume = (rd.ckpt / "latest.json").exists()
+        tracker = Tracker(rd, obj.logger, name=rd.path.name, group=f"{obj.scale.name}/{obj.experiment}",
+                          tags=[obj.scale.name, obj.method.name, obj.task.name, obj.model.name],
+                          config=OmegaConf.to_container(cfg, resolve=True), resume=resume)
+        result = loop.train(model, tokenizer, task, obj, rd, tracker, chash)
+        if result.status == "success":
+            lora.io.save_adapter(model, rd.adapter, metadata={"method": obj.method.name, "model": obj.model.name,
+                                                              "task": obj.task.name, "steps": result.steps})
+        rd.drop_checkpoint()
+        final = base | {
+            "status": result.status, "error": result.error, "metrics": result.metrics,
+            "params": {"trainable": counts.trainable, "total": counts.total, "method": counts.method},
+            "steps": result.steps, "total_steps": result.total_steps, "resumed_from_step": result.resumed_from,
+            "train_examples": len(task.train), "val_examples": len(task.val),
+            "eval_examples": {k: len(v) for k, v in task.evals.items()}, "data_source": task.source,
+            "deviations": base["deviations"] + task.deviations + result.deviations,
+            "timing": result.timing, "threads": threads,
+        }
+    except Exception as e:  # noqa: BLE001 - recorded, then re-raised in a single run
+        final = base | {"status": "failed", "error": f"{type(e).__name__}: {e}",
+                        "traceback": traceback.format_exc(limit=8), "metrics": {}}
+        _finish(rd, final, t0, tracker)
+        if is_multirun():
+            log.error("run %s failed (%s); the sweep goes on", rd.path, final["error"])
+            return final
+        raise
+    _finish(rd, final, t0, tracker)
+    print(f"{final['status']}: {rd.path} {json.dumps(final['metrics'])}", flush=True)
+    return final
+
+
+def _finish(rd, final: dict, t0: float, tracker) -> None:
+    from experiments.rundir import atomic_write_json, peak_memory_mb
+
+    final |= {"wall_time_s": time.perf_counter() - t0, "peak_mem_mb": peak_memory_mb()}
+    if tracker is not None:
+        tracker.finish(final)
+    atomic_write_json(rd.final, final)  # last: its presence means the run is over
+
+
+@hydra.main(version_base="1.3", config_path="../conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    run(cfg)
+
+
+if __name__ == "__main__":
+    main()

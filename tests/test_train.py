@@ -1,0 +1,139 @@
+"""The experiment runner end to end at scale=smoke: run directory, skip, kill + resume, divergence, failures."""
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+from pathlib import Path
+
+import pytest
+from safetensors.torch import load_file
+
+from tests.conftest import PY, REPO, compose
+
+
+def run_dirs(results: Path) -> list[Path]:
+    return sorted(p.parent for p in results.glob("runs/*/*/*/.hydra"))
+
+
+def cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PY), "-m", "experiments.train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def run_inprocess(overrides: list[str], run_dir: Path) -> dict:
+    from experiments.train import run
+
+    return run(compose(overrides), run_dir=run_dir)
+
+
+def metric_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+# ------------------------------------------------------------------------------------------- end to end
+def test_cli_writes_every_file_then_skips(smoke, env, tmp_path):
+    proc = cli(smoke + ["seed=1"], env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "results")
+    assert run.relative_to(tmp_path / "results").as_posix() == "runs/smoke/adhoc/train.log_every=1,train.lr=1e-3,seed=1"
+    for name in (".hydra/config.yaml", "metrics.jsonl", "final.json", "adapter.safetensors"):
+        assert (run / name).is_file(), name
+    assert not (run / "checkpoint").exists()  # dropped once the run is over
+    final = json.loads((run / "final.json").read_text())
+    assert final["status"] == "success" and final["error"] is None
+    assert 0.0 <= final["metrics"]["eval_accuracy"] <= 1.0 and final["steps"] == 8
+    assert final["params"]["method"] < final["params"]["trainable"] < final["params"]["total"]
+    assert final["versions"]["torch"] and final["scale"] == "smoke" and final["seed"] == 1
+    assert any("64" in d for d in final["deviations"])  # the scale caps that bit are written down
+    rows = metric_rows(run)
+    assert [r["step"] for r in rows if r["split"] == "train"] == list(range(1, 9))
+    assert rows[-1]["split"] == "eval" and rows[-1]["eval_accuracy"] == final["metrics"]["eval_accuracy"]
+    adapter = load_file(str(run / "adapter.safetensors"))
+    assert adapter and all("lora_" in k or "classifier" in k for k in adapter)
+
+    before = (run / "final.json").read_text()
+    again = cli(smoke + ["seed=1"], env)
+    assert again.returncode == 0 and "skipping" in again.stdout
+    assert (run / "final.json").read_text() == before
+
+
+def test_sigkill_then_resume_matches_uninterrupted(smoke, env, tmp_path):
+    """A real SIGKILL after step 5 (checkpoint at step 4); the same command resumes and ends bit-identical."""
+    killed = cli(smoke + ["train.kill_after_steps=5"], env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    (run,) = run_dirs(tmp_path / "results")
+    assert not (run / "final.json").exists()
+    assert json.loads((run / "checkpoint" / "latest.json").read_text()) == {"step": 4}
+    assert max(r["step"] for r in metric_rows(run)) == 5  # logged past the checkpoint: redone on resume
+
+    resumed = cli(smoke, env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "resuming" in resumed.stdout
+    final = json.loads((run / "final.json").read_text())
+    assert final["status"] == "success" and final["resumed_from_step"] == 4
+
+    ref_dir = tmp_path / "reference"
+    ref = run_inprocess(smoke, ref_dir)
+    assert final["metrics"] == ref["metrics"]
+    assert metric_rows(run) == metric_rows(ref_dir)  # no duplicated or missing rows after the resume
+    a, b = load_file(str(run / "adapter.safetensors")), load_file(str(ref_dir / "adapter.safetensors"))
+    assert a.keys() == b.keys() and all((a[k] == b[k]).all() for k in a)
+
+
+def test_diverging_run_ends_diverged(smoke, env, tmp_path):
+    final = run_inprocess(smoke + ["train.lr=1e30", "train.max_grad_norm=0"], tmp_path / "run")
+    assert final["status"] == "diverged"
+    assert "loss became" in final["error"]
+    on_disk = json.loads((tmp_path / "run" / "final.json").read_text())  # strict JSON: NaN written as null
+    assert on_disk["status"] == "diverged" and not (tmp_path / "run" / "adapter.safetensors").exists()
+
+
+def test_failure_writes_final_then_raises(smoke, env, tmp_path):
+    with pytest.raises(ValueError, match="n=100000"):
+        run_inprocess(smoke + ["task.n=100000"], tmp_path / "run")
+    final = json.loads((tmp_path / "run" / "final.json").read_text())
+    assert final["status"] == "failed" and "n=100000" in final["error"] and "available" in final["error"]
+    # a failed run is not skipped: fixed, it runs again from scratch
+    assert run_inprocess(smoke, tmp_path / "run")["status"] == "success"
+
+
+def test_cli_failure_exits_nonzero(smoke, env):
+    proc = cli(smoke + ["model=smollm2"], env)  # a decoder for a classification task
+    assert proc.returncode != 0
+    assert "model.kind=encoder" in proc.stderr
+
+
+def test_validation_split_from_train(smoke, env, tmp_path):
+    final = run_inprocess(smoke + ["task.val_examples=16"], tmp_path / "run")
+    assert final["val_examples"] == 16 and "val_accuracy" in final["metrics"] and "eval_accuracy" in final["metrics"]
+
+
+def test_grad_accum_and_eval_every(smoke, env, tmp_path):
+    final = run_inprocess(smoke + ["train.grad_accum=2", "train.eval_every=4"], tmp_path / "run")
+    rows = metric_rows(tmp_path / "run")
+    assert final["status"] == "success"
+    assert [r["step"] for r in rows if r["split"] == "eval"] == [4, 6]  # 64 examples / 16 = 4 micro-batches an epoch, 2 per step, 3 epochs
+
+
+# ------------------------------------------------------------------------------------------- real model
+@pytest.mark.slow
+def test_minilm_lora_beats_chance_on_mnli(env, data_dir, tmp_path):
+    """MiniLM + LoRA (r=8 on q, v) on 1,000 real MNLI pairs, 2 epochs (126 steps) at lr 2e-3, beats the majority
+    class on 500 dev-matched examples. Measured here: 0.402 vs a majority baseline of 0.358 (about 3 min on 2 idle
+    CPU cores; 11 min on a machine shared with other jobs)."""
+    from collections import Counter
+    from types import SimpleNamespace
+
+    from experiments.tasks import load_task
+
+    if (data_dir / "SYNTHETIC.txt").exists() or not (data_dir / "mnli" / "train_subsets").is_dir():
+        pytest.skip("needs the real MNLI data (LORA_DATA_DIR)")
+    overrides = ["model=minilm", "task=mnli_n", "task.n=1000", "method=lora", "train.lr=2e-3", "train.epochs=2",
+                 "train.batch_size=16", "logger=none", "scale.max_eval_examples=500", f"results_dir={tmp_path}"]
+    final = run_inprocess(overrides, tmp_path / "run")
+    assert final["status"] == "success" and final["eval_examples"] == {"eval": 500}
+    cfg = compose(overrides)
+    dev = load_task(cfg.task, cfg.scale).evals["eval"]
+    majority = max(Counter(e.label for e in dev).values()) / len(dev)
+    assert final["metrics"]["eval_accuracy"] > majority + 0.02, (final["metrics"], majority)
