@@ -34,8 +34,9 @@ test-fast: setup  ## tests on tiny random models only
 params: setup  ## rebuild the trainable-parameter table (results/tables/params.md) from the counter
 	$(PY) -m experiments.param_table
 
-table15: setup models  ## Table 15 sweep at SCALE (default local) and its table
-	@echo "table15: the sweep and table builder are not built yet (issue 5); see 'make params' for the parameter column"
+table15: setup models  ## Table 15 sweep at SCALE (default local; finished runs are skipped), then its table
+	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE)
+	$(PY) -m analysis tables --scale $(SCALE) --table $@
 
 clean:  ## remove the virtual environment and caches (keeps results/)
 	rm -rf $(VENV) .pytest_cache **/__pycache__ outputs multirun

@@ -58,7 +58,7 @@ CONFIG_COLUMNS: dict[str, tuple[str, ...]] = {
     "max_steps": ("train.max_steps",), "seed": ("seed",), "experiment": ("experiment",), "scale": ("scale.name",),
 }
 # config keys under `task` that say how much data a run used (printed in table footers)
-DATA_SIZE_KEY = re.compile(r"^(n|max_.*|.*_examples|.*_size|.*_samples|limit.*)$")
+DATA_SIZE_KEY = re.compile(r"^(n|max_[^.]*|[^.]*_examples|[^.]*_size|[^.]*_samples|limit[^.]*)$")  # top-level task keys
 ROLE_ORDER = ("q", "k", "v", "o")  # targets are written in this order: "q,v"
 
 STATUSES = ("success", "failed", "diverged", "incomplete")
@@ -94,19 +94,31 @@ def is_full(n: Any) -> bool:
     return n is None or (isinstance(n, float) and math.isnan(n)) or int(n) <= 0 or int(n) >= MNLI_FULL
 
 
-def _resolve(cfg: dict, value: Any, depth: int = 0) -> Any:
-    """Resolve the plain ${a.b} references Hydra leaves in .hydra/config.yaml (resolvers like ${hydra:...} stay)."""
-    if not isinstance(value, str) or "${" not in value or depth > 5:
-        return value
-    m = re.fullmatch(r"\$\{([A-Za-z0-9_.]+)\}", value)
-    if not m:
-        return value
-    node: Any = cfg
-    for part in m.group(1).split("."):
-        if not isinstance(node, dict) or part not in node:
-            return value
-        node = node[part]
-    return _resolve(cfg, node, depth + 1)
+def load_config(path: Path) -> dict:
+    """.hydra/config.yaml with its interpolations resolved (e.g. train.lr: ${lr_by_method[${method.name}]}); a
+    value whose interpolation cannot be resolved here (a Hydra-only resolver) is kept as written."""
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    try:
+        raw = OmegaConf.load(path)
+    except (OSError, yaml.YAMLError, OmegaConfBaseException):
+        return {}
+    try:
+        return OmegaConf.to_container(raw, resolve=True)
+    except OmegaConfBaseException:
+        plain = OmegaConf.to_container(raw, resolve=False)
+
+        def resolve_each(node, key_path: str):
+            if isinstance(node, dict):
+                return {k: resolve_each(v, f"{key_path}.{k}" if key_path else str(k)) for k, v in node.items()}
+            try:
+                value = OmegaConf.select(raw, key_path, throw_on_resolution_failure=True)
+            except OmegaConfBaseException:
+                return node
+            return OmegaConf.to_container(value) if OmegaConf.is_config(value) else value
+
+        return resolve_each(plain, "")
 
 
 def flatten(cfg: dict, prefix: str = "") -> dict[str, Any]:
@@ -147,13 +159,7 @@ def last_step(run_dir: Path) -> Optional[int]:
 def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
     """One run directory -> one flat record (config columns, status, metrics as `m:<key>`, params, wall time)."""
     cfg_path = run_dir / ".hydra" / "config.yaml"
-    cfg: dict = {}
-    if cfg_path.exists():
-        try:
-            cfg = yaml.safe_load(cfg_path.read_text()) or {}
-        except yaml.YAMLError:
-            cfg = {}
-    flat = {k: _resolve(cfg, v) for k, v in flatten(cfg).items()}
+    flat = flatten(load_config(cfg_path)) if cfg_path.exists() else {}
     final = _read_json(run_dir / "final.json") if (run_dir / "final.json").exists() else None
     rec: dict[str, Any] = {"run_dir": str(run_dir), "override": run_dir.name}
     for col, keys in CONFIG_COLUMNS.items():

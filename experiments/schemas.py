@@ -33,6 +33,19 @@ class ModelConfig:
 
 
 @dataclass
+class GenerationConfig:
+    """Decoding of generation tasks (HF `generate`). Defaults: the authors' GPT-2 settings (microsoft/LoRA
+    examples/NLG, paper Table 11): beam 10, length penalty 0.9 (E2E) / 0.8 (WebNLG, DART), no-repeat-ngram 4,
+    at most 64 new tokens. Output is cut at EOS or the first newline."""
+    num_beams: int = 10
+    length_penalty: float = 0.8
+    no_repeat_ngram_size: int = 4
+    repetition_penalty: float = 1.0
+    max_new_tokens: int = 64
+    batch_size: int = 8  # inputs per generate() call (left-padded); prefix methods decode one at a time
+
+
+@dataclass
 class TaskConfig:
     name: str = MISSING
     kind: str = "classification"  # classification | generation
@@ -42,6 +55,14 @@ class TaskConfig:
     val_examples: int = 0  # held out of TRAIN (never the reported dev split) and evaluated as val_* for lr tuning
     max_seq_len: int = 128  # tokens per (pair of) sentence(s), truncated longest-first
     eval_mismatched: bool = False  # MNLI: also evaluate dev mismatched (eval_mm_* metrics)
+    # ---- generation tasks (kind: generation): E2E, WebNLG, DART
+    separator: str = "\n"  # between source and target: tokens(source) + tokens(separator) + tokens(target) + EOS
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    hub_id: Optional[str] = None  # dataset hub id where the task reads the hub (DART's full splits)
+    # DART offline: the dev file split by triple set into train/val/test (scale.generation.dart_dev_split)
+    split_seed: int = 0
+    val_fraction: float = 0.1
+    test_fraction: float = 0.2
 
 
 @dataclass
@@ -60,6 +81,21 @@ class TrainConfig:
     log_every: int = 10  # steps between train-loss rows in metrics.jsonl
     threads: int = 0  # torch threads; 0 = every core this process may use
     kill_after_steps: int = 0  # test hook: SIGKILL this process after that many steps (a crash to resume from)
+    # added for the GPT-2 generation recipe (paper Table 11); the defaults leave classification runs unchanged
+    warmup_steps: int = 0  # > 0: linear warmup over this many steps instead of warmup_ratio (scaled down with a step cap)
+    label_smoothing: float = 0.0  # generation tasks only: label-smoothed token cross-entropy (val_loss is plain NLL)
+
+
+@dataclass
+class GenerationScaleConfig:
+    """Caps a scale puts on generation tasks, on top of the scale's general caps (None = no cap); every cap that
+    bites is written into final.json's deviations."""
+    max_steps: Optional[int] = None  # optimizer steps (the warmup shrinks in proportion)
+    max_val_examples: Optional[int] = None  # texts of the validation split that val_loss is computed on
+    max_inputs: Optional[int] = None  # a fixed subset (seed 0) of the grouped test inputs to generate for
+    max_num_beams: Optional[int] = None
+    max_new_tokens: Optional[int] = None
+    dart_dev_split: bool = False  # DART: split the dev file (all that exists offline) instead of the hub's splits
 
 
 @dataclass
@@ -70,6 +106,7 @@ class ScaleConfig:
     max_train_examples: Optional[int] = None
     max_eval_examples: Optional[int] = None  # a fixed sample (seed 0) of each dev split, the same for every run
     max_steps: Optional[int] = None
+    generation: GenerationScaleConfig = field(default_factory=GenerationScaleConfig)
 
 
 @dataclass
@@ -88,6 +125,8 @@ class Config:
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     experiment: str = "adhoc"
+    # per-method learning rates of a table (conf/budget/); its train.lr reads them: ${lr_by_method[${method.name}]}
+    lr_by_method: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     results_dir: str = "results"
 

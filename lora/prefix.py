@@ -71,8 +71,10 @@ class InsertedPositions(nn.Module):
         new_len = length + self.l_p + self.l_i
         if self.max_positions is not None and new_len > self.max_positions:
             keep = self.max_positions - self.l_p - self.l_i
+            way_out = (f"truncate inputs to {keep} tokens" if keep > 0 else
+                       f"lower l_p + l_i below {self.max_positions} (this model cannot hold that many prefix tokens)")
             raise ValueError(f"the input length {length} plus l_p + l_i = {self.l_p + self.l_i} exceeds the model's "
-                             f"{self.max_positions} positions; truncate inputs to {keep} tokens")
+                             f"{self.max_positions} positions; {way_out}")
         t = torch.arange(length, device=mask.device).expand(batch, length)
         # caller token t moves right by l_p once past the kept first token, and by l_i more once in the padding
         self.dest = t + (t >= self.keep_first) * self.l_p + (t >= real[:, None]) * self.l_i
