@@ -275,3 +275,18 @@ def test_cli_writes_every_table(results, capsys):
     assert "table15:" in capsys.readouterr().out
     assert main(["figures", "--scale", SCALE, "--results", str(results)]) == 0
     assert "figure3: needs" in capsys.readouterr().out
+
+
+def test_lr_search_marks_the_best_rate_on_held_out_train_pairs(tmp_path):
+    """val_accuracy (held out of train) picks the rate, never eval_accuracy (the dev split the table reports)."""
+    from analysis.lr_search import lr_search
+
+    for lr, val, dev in ((1e-3, 0.40, 0.60), (4e-3, 0.50, 0.45)):
+        make_run(tmp_path, "table15_lr", f"lr={lr}", train={"lr": lr},
+                 metrics={"val_accuracy": val, "eval_accuracy": dev, "train_loss": 1.0})
+    make_run(tmp_path, "table15_lr", "lr=0.016", train={"lr": 1.6e-2}, status="diverged", metrics={})
+    result = lr_search(collect(tmp_path, SCALE), SCALE, out_dir=tmp_path / "out")
+    best = result.cells[result.cells["best"]]
+    assert best["lr"].tolist() == [4e-3] and best["val_accuracy"].tolist() == pytest.approx([50.0])
+    assert result.cells.set_index("lr").loc[1.6e-2, "other_runs"] == "diverged 1"
+    assert "◀ best" in result.markdown and (tmp_path / "out" / "table15_lr.md").exists()

@@ -1,0 +1,53 @@
+"""The learning-rate searches behind the per-method rates of a table (conf/experiment/<table>_lr*.yaml).
+
+Each method's runs at several learning rates, scored on examples held out of the training set (`val_accuracy`), with
+the final training loss beside it (a rate whose loss did not come down is under-trained, not a finding). The best
+rate per method is what conf/budget/<table>_<scale>.yaml should hold; the table says whether it does.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+
+from analysis.collect import load_config, summarize
+from analysis.tables import TableResult, _out_dir, fmt, footer, markdown, write
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def budget_lrs(table: str, scale: str) -> dict[str, float]:
+    """lr_by_method of conf/budget/<table>_<scale>.yaml (what the table's runs use), {} when there is none."""
+    path = REPO / "conf" / "budget" / f"{table}_{scale}.yaml"
+    return dict(load_config(path).get("lr_by_method") or {}) if path.exists() else {}
+
+
+def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: Optional[Path] = None,
+              results: Optional[Path] = None) -> TableResult:
+    name = f"{table}_lr"
+    runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
+    configured = budget_lrs(table, scale)
+    tidy, body = [], []
+    for (method, lr), group in (runs.groupby(["method", "lr"], sort=True) if not runs.empty else []):
+        ok = group[group["status"] == "success"]
+        val, std, n = summarize(ok.get("m:val_accuracy", pd.Series(dtype=float)) * 100)
+        loss, _, _ = summarize(ok.get("m:train_loss", pd.Series(dtype=float)))
+        status = ", ".join(f"{k} {v}" for k, v in group["status"].value_counts().items() if k != "success")
+        tidy.append({"method": method, "lr": float(lr), "val_accuracy": val, "val_std": std, "n_seeds": n,
+                     "final_train_loss": loss, "other_runs": status})
+    best = {}
+    for rec in tidy:
+        if rec["val_accuracy"] is not None and rec["val_accuracy"] > best.get(rec["method"], (None, -1.0))[1]:
+            best[rec["method"]] = (rec["lr"], rec["val_accuracy"])
+    for rec in tidy:
+        rec["best"] = best.get(rec["method"], (None,))[0] == rec["lr"]
+        rec["in_budget"] = configured.get(rec["method"]) == rec["lr"]
+        body.append([rec["method"], f"{rec['lr']:g}", fmt(rec["val_accuracy"], 1) + (" ◀ best" if rec["best"] else ""),
+                     fmt(rec["final_train_loss"], 3), "yes" if rec["in_budget"] else "", rec["other_runs"]])
+    header = ["method", "learning rate", "val accuracy (%)", "final train loss", f"used by {table}", "not counted"]
+    md = markdown(f"Learning-rate search for {table}: accuracy on pairs held out of the training set, scale `{scale}`",
+                  header, body, footer(runs, scale))
+    tidy_frame = pd.DataFrame(tidy)
+    paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
+    return TableResult(name, tidy_frame, md, paths)
