@@ -7,10 +7,13 @@ SCALE ?= local
 export LORA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export WANDB_MODE ?= offline
 
-.PHONY: help setup models test test-fast table15 params clean
+TABLES := table15 table5 table6
+
+.PHONY: help setup models test test-fast params clean $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
+	@grep -E '^\$$\(TABLES\):.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", "$(TABLES)", $$2}'
 
 setup: $(VENV)/.installed  ## create .venv and install the pinned dependencies (idempotent)
 
@@ -34,7 +37,7 @@ test-fast: setup  ## tests on tiny random models only
 params: setup  ## rebuild the trainable-parameter table (results/tables/params.md) from the counter
 	$(PY) -m experiments.param_table
 
-table15: setup models  ## Table 15 sweep at SCALE (default local; finished runs are skipped), then its table
+$(TABLES): setup models  ## a table's sweep at SCALE (default local; finished runs skipped), then the table
 	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE)
 	$(PY) -m analysis tables --scale $(SCALE) --table $@
 
