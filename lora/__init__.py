@@ -8,5 +8,7 @@ No Hydra, wandb or datasets here: this package can be lifted into another projec
 from lora.config import METHODS, MethodConfig
 from lora.count import ParamCount, count_parameters
 from lora.methods import apply_method
+from lora.multi import AdapterBank, attach_adapters
 
-__all__ = ["METHODS", "MethodConfig", "ParamCount", "apply_method", "count_parameters"]
+__all__ = ["METHODS", "AdapterBank", "MethodConfig", "ParamCount", "apply_method", "attach_adapters",
+           "count_parameters"]
