@@ -170,3 +170,79 @@ def eval_batches(enc: Encoded, batch_size: int) -> list[list[int]]:
 def to_examples(rows: list[dict], a: str, b: Optional[str], label: str,
                 convert: Callable[[object], float | int]) -> list[Example]:
     return [Example(str(r[a]), None if b is None else str(r[b]), convert(r[label])) for r in rows]
+
+
+# --------------------------------------------------------------------------------------------- causal-LM tensors
+@dataclass
+class LMEncoded:
+    """Generation-task examples as token ids: per example `input_ids` = prompt + target + EOS and `labels` = -100 on
+    the prompt, the target ids (EOS included) after it. `truncated` counts examples cut to max_seq_len."""
+    features: list[dict[str, list[int]]]
+    truncated: int = 0
+
+    def __len__(self) -> int:
+        return len(self.features)
+
+
+def prompt_ids(tokenizer, source: str, separator: str) -> list[int]:
+    """tokens(source) + tokens(separator): the decoder's prompt, the same at training and at generation time.
+    Tokenized apart so the source/target boundary (and the prompt we generate from) never depends on a merge
+    across it; the tokenizer's own special tokens (a BOS where it adds one) come first."""
+    ids = tokenizer(source, add_special_tokens=True)["input_ids"]
+    return list(ids) + list(tokenizer(separator, add_special_tokens=False)["input_ids"])
+
+
+def target_ids(tokenizer, target: str) -> list[int]:
+    """tokens(target) + EOS: the positions the loss is computed on."""
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; a decoder needs one to learn where a text ends")
+    return list(tokenizer(target, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
+
+
+def encode_lm(examples, tokenizer, max_seq_len: int, separator: str) -> LMEncoded:
+    """(source, target) pairs -> LMEncoded. Over max_seq_len: the prompt keeps its last tokens (the separator
+    included), at least half of max_seq_len, and the target is cut to what is left (losing its EOS)."""
+    if not examples:
+        return LMEncoded([])
+    if tokenizer.eos_token_id is None:
+        raise ValueError("the tokenizer has no EOS token; a decoder needs one to learn where a text ends")
+    # batched tokenization (fast); the same ids as prompt_ids/target_ids one by one
+    sources = tokenizer([e.source for e in examples], add_special_tokens=True)["input_ids"]
+    targets = tokenizer([e.target for e in examples], add_special_tokens=False)["input_ids"]
+    sep = list(tokenizer(separator, add_special_tokens=False)["input_ids"])
+    features, truncated = [], 0
+    for src, tgt in zip(sources, targets):
+        p, t = list(src) + sep, list(tgt) + [tokenizer.eos_token_id]
+        if len(p) + len(t) > max_seq_len:
+            truncated += 1
+            room = max(max_seq_len - len(t), max_seq_len // 2)  # the prompt keeps what the target leaves, >= half
+            p = p[-room:]
+            t = t[:max_seq_len - len(p)]
+        features.append({"input_ids": p + t, "labels": [-100] * len(p) + t})
+    return LMEncoded(features, truncated)
+
+
+def collate_lm(enc: LMEncoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Tensor]:
+    """Right-pad rows `idx` to the longest of them: input_ids, attention_mask, labels (-100 on padding), (B, T)."""
+    rows = [enc.features[i] for i in idx]
+    width = max(len(r["input_ids"]) for r in rows)
+    ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(rows), width), dtype=torch.long)
+    labels = torch.full((len(rows), width), -100, dtype=torch.long)
+    for i, r in enumerate(rows):
+        n = len(r["input_ids"])
+        ids[i, :n] = torch.tensor(r["input_ids"])
+        mask[i, :n] = 1
+        labels[i, :n] = torch.tensor(r["labels"])
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def left_pad(prompts: Sequence[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """Left-pad prompts for batched decoder-only generation: input_ids, attention_mask (B, T); every row ends at T."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        ids[i, width - len(p):] = torch.tensor(p)
+        mask[i, width - len(p):] = 1
+    return {"input_ids": ids, "attention_mask": mask}

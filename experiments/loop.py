@@ -1,4 +1,10 @@
-"""The training loop of a classification run: AdamW, linear warmup/decay, grad accumulation, evaluation, resume.
+"""The training loop: AdamW, linear warmup/decay, grad accumulation, evaluation, resume.
+
+What is task-specific lives in a job: `ClassificationJob` below (GLUE: sequence-classification loss, accuracy-type
+metrics) or experiments.generate.GenerationJob (E2E/WebNLG/DART: target-token loss, val_loss, then beam search and
+the generation metrics). A job gives the training batches, the loss of one batch, a mid-run evaluation and the
+final one; a job with `checkpoint_at_end` is checkpointed after its last step, so a kill during its (long) final
+evaluation resumes straight into it.
 
 Data order is a pure function of (seed, epoch): micro-batch m of the run is batch m % B of the permutation of
 epoch m // B (B batches per epoch). A resumed run recomputes it and continues at micro-batch step * grad_accum,
@@ -52,19 +58,43 @@ def set_threads(threads: int) -> int:
     return torch.get_num_threads()
 
 
-def plan_steps(n_train: int, train_cfg, scale_cfg) -> tuple[int, int, list[str]]:
+def plan_steps(n_train: int, train_cfg, scale_cfg, extra_cap: Optional[int] = None) -> tuple[int, int, list[str]]:
     """(total optimizer steps, micro-batches per epoch, deviations): max_steps > 0 wins over epochs; the
-    scale's max_steps caps both."""
+    scale's max_steps (and `extra_cap`, the scale's cap for the task family) caps both."""
+    total, per_epoch = requested_steps(n_train, train_cfg)
+    deviations = []
+    caps = [c for c in (scale_cfg.max_steps, extra_cap) if c is not None]
+    if caps and total > min(caps):
+        deviations.append(f"trained {min(caps)} of the {total} optimizer steps the config asks for "
+                          f"(scale {scale_cfg.name} cap)")
+        total = min(caps)
+    return max(total, 1), per_epoch, deviations
+
+
+def requested_steps(n_train: int, train_cfg) -> tuple[int, int]:
+    """(optimizer steps the train config asks for, micro-batches per epoch), before any scale cap."""
     if n_train == 0:
         raise ValueError("no training examples")
     per_epoch = math.ceil(n_train / train_cfg.batch_size)
     total = train_cfg.max_steps if train_cfg.max_steps > 0 else math.ceil(train_cfg.epochs * per_epoch / train_cfg.grad_accum)
-    deviations = []
-    if scale_cfg.max_steps is not None and total > scale_cfg.max_steps:
-        deviations.append(f"trained {scale_cfg.max_steps} of the {total} optimizer steps the config asks for "
-                          f"(scale {scale_cfg.name} cap)")
-        total = scale_cfg.max_steps
-    return max(total, 1), per_epoch, deviations
+    return max(total, 1), per_epoch
+
+
+def plan_warmup(train_cfg, total: int, requested: int) -> tuple[int, list[str]]:
+    """Warmup steps: warmup_steps when > 0 (shrunk in proportion when a scale cap cut the run from `requested` to
+    `total` steps, and never past the last step), else warmup_ratio of the total."""
+    if train_cfg.warmup_steps <= 0:
+        return int(train_cfg.warmup_ratio * total), []
+    warmup, deviations = train_cfg.warmup_steps, []
+    if total < requested:
+        warmup = round(train_cfg.warmup_steps * total / requested)
+        deviations.append(f"warmup of {warmup} steps: train.warmup_steps={train_cfg.warmup_steps} scaled by the "
+                          f"step cap ({total}/{requested})")
+    if warmup >= total:
+        deviations.append(f"warmup cut to {total - 1} steps: train.warmup_steps={train_cfg.warmup_steps} is not "
+                          f"shorter than the run ({total} steps)")
+        warmup = total - 1
+    return warmup, deviations
 
 
 class Order:
@@ -83,16 +113,17 @@ class Order:
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
 
-def build_optimizer(model: nn.Module, train_cfg, total: int):
+def build_optimizer(model: nn.Module, train_cfg, total: int, warmup: Optional[int] = None):
     """AdamW over trainable parameters only; no weight decay on biases and norm weights (1-D tensors);
-    linear warmup over warmup_ratio of the steps, then linear decay to 0."""
+    linear warmup over `warmup` steps (default: warmup_ratio of the steps), then linear decay to 0."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: did the method freeze everything?")
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": train_cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train_cfg.lr)
-    warmup = int(train_cfg.warmup_ratio * total)
+    if warmup is None:
+        warmup = int(train_cfg.warmup_ratio * total)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -132,22 +163,67 @@ def evaluate_all(model, sets: dict[str, data.Encoded], task: TaskData, batch_siz
     return out
 
 
+class ClassificationJob:
+    """GLUE-style tasks: the model's own sequence-classification loss; metrics from the task."""
+
+    checkpoint_at_end = False  # the final evaluation is short: a kill during it just redoes the last steps
+    max_steps_cap = None
+
+    def __init__(self, tokenizer, task: TaskData, cfg):
+        self.task, self.cfg = task, cfg
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.train_set = data.encode(task.train, tokenizer, cfg.task.max_seq_len, task.regression)
+        self.eval_sets = {p: data.encode(ex, tokenizer, cfg.task.max_seq_len, task.regression)
+                          for p, ex in task.evals.items()}
+        if task.val:
+            self.eval_sets["val"] = data.encode(task.val, tokenizer, cfg.task.max_seq_len, task.regression)
+        self.deviations: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.train_set)
+
+    def batch(self, idx):
+        return data.collate(self.train_set, idx, self.pad_id)
+
+    def loss(self, model: nn.Module, batch) -> torch.Tensor:
+        return model(**batch).loss
+
+    def evaluate(self, model: nn.Module) -> dict:
+        return evaluate_all(model, self.eval_sets, self.task, self.cfg.train.eval_batch_size, self.pad_id)
+
+    def final(self, model: nn.Module, run: RunDir) -> tuple[dict, dict, list[str]]:
+        t_eval = time.perf_counter()
+        metrics = self.evaluate(model)
+        eval_s = time.perf_counter() - t_eval
+        n_eval = sum(len(e) for e in self.eval_sets.values())
+        return metrics, {"eval_s": eval_s, "s_per_eval_example": eval_s / max(n_eval, 1)}, []
+
+
+def make_job(tokenizer, task, cfg):
+    if getattr(task, "kind", "classification") == "generation":
+        from experiments.generate import GenerationJob
+
+        return GenerationJob(tokenizer, task, cfg)
+    if cfg.train.label_smoothing:
+        raise ValueError("train.label_smoothing is implemented for generation tasks only; set it to 0")
+    return ClassificationJob(tokenizer, task, cfg)
+
+
 def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker, config_hash: str) -> LoopResult:
     tc = cfg.train
     for key in ("batch_size", "grad_accum", "eval_batch_size"):
         if getattr(tc, key) < 1:
             raise ValueError(f"train.{key} must be >= 1, got {getattr(tc, key)}")
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    enc_train = data.encode(task.train, tokenizer, cfg.task.max_seq_len, task.regression)
-    eval_sets = {p: data.encode(ex, tokenizer, cfg.task.max_seq_len, task.regression) for p, ex in task.evals.items()}
-    if task.val:
-        eval_sets["val"] = data.encode(task.val, tokenizer, cfg.task.max_seq_len, task.regression)
+    job = make_job(tokenizer, task, cfg)
 
-    total, _, deviations = plan_steps(len(enc_train), tc, cfg.scale)
-    order = Order(len(enc_train), tc.batch_size, cfg.seed)
-    optimizer, scheduler = build_optimizer(model, tc, total)
+    total, _, deviations = plan_steps(len(job), tc, cfg.scale, job.max_steps_cap)
+    warmup, warmup_deviations = plan_warmup(tc, total, requested_steps(len(job), tc)[0])
+    deviations += job.deviations + warmup_deviations
+    order = Order(len(job), tc.batch_size, cfg.seed)
+    optimizer, scheduler = build_optimizer(model, tc, total, warmup)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start, window = 0, [0.0, 0]  # window: (loss sum, steps) since the last train-loss row
+    last_loss, train_s_before = float("nan"), 0.0
 
     ckpt = run.load_checkpoint()
     if ckpt is not None:
@@ -164,21 +240,23 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
         scheduler.load_state_dict(state["scheduler"])
         set_rng_state(state["rng"])
         start, window = step, list(state["window"])
+        last_loss, train_s_before = state.get("last_loss", last_loss), state.get("train_s", 0.0)
         run.truncate_metrics(step)
-        print(f"resuming {run.path} from step {step}/{total}", flush=True)
+        print(f"resuming {run.path} from step {step}/{total}" + (" (training done: final evaluation only)"
+                                                                 if step >= total else ""), flush=True)
     else:
         set_seed(cfg.seed)
 
     model.train()
     bar = tqdm(total=total, initial=start, disable=not sys.stderr.isatty(), desc="train", dynamic_ncols=True)
-    t_train, last_loss = time.perf_counter(), float("nan")
+    t_train = time.perf_counter()
     result = LoopResult("success", {}, start, total, resumed_from=start, deviations=deviations)
     for step in range(start, total):
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for k in range(tc.grad_accum):
-            batch = data.collate(enc_train, order.batch(step * tc.grad_accum + k), pad_id)
-            loss = model(**batch).loss
+            batch = job.batch(order.batch(step * tc.grad_accum + k))
+            loss = job.loss(model, batch)
             if not torch.isfinite(loss):
                 bar.close()
                 result.status, result.steps = "diverged", step
@@ -203,23 +281,24 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
             bar.set_postfix(loss=f"{last_loss:.4f}")
             window = [0.0, 0]
         if tc.eval_every > 0 and done % tc.eval_every == 0 and done != total:
-            tracker.log({"step": done, "split": "eval",
-                         **evaluate_all(model, eval_sets, task, tc.eval_batch_size, pad_id)})
-        if tc.checkpoint_every > 0 and done % tc.checkpoint_every == 0 and done != total:
+            tracker.log({"step": done, "split": "eval", **job.evaluate(model)})
+        if tc.checkpoint_every > 0 and ((done % tc.checkpoint_every == 0 and done != total)
+                                        or (done == total and job.checkpoint_at_end)):
             run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()},
                                 {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                 "rng": rng_state(), "window": window, "config_hash": config_hash})
+                                 "rng": rng_state(), "window": window, "config_hash": config_hash,
+                                 "last_loss": last_loss,
+                                 "train_s": train_s_before + time.perf_counter() - t_train})
         if tc.kill_after_steps and done == tc.kill_after_steps:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: a real crash, nothing gets cleaned up
     bar.close()
     train_s = time.perf_counter() - t_train
-    t_eval = time.perf_counter()
-    final = evaluate_all(model, eval_sets, task, tc.eval_batch_size, pad_id)
-    eval_s = time.perf_counter() - t_eval
+    final, timing, notes = job.final(model, run)
     tracker.log({"step": total, "split": "eval", **final})
     result.steps = total
     result.metrics = final | {"train_loss": last_loss}
-    n_eval = sum(len(e) for e in eval_sets.values())
-    result.timing = {"train_s": train_s, "s_per_step": train_s / max(total - start, 1), "eval_s": eval_s,
-                     "s_per_eval_example": eval_s / max(n_eval, 1)}
+    result.deviations += notes
+    # train_s: this process's training time; s_per_step: over every step of the run, resumed ones included
+    result.timing = {"train_s": train_s, "s_per_step": (train_s_before + train_s) / max(total, 1)
+                     if train_s_before else train_s / max(total - start, 1)} | timing
     return result

@@ -2,6 +2,11 @@
 
     python -m experiments.train model=minilm task=mnli_n task.n=1000 method=lora method.r=8 seed=0
     python -m experiments.train -m scale=smoke method=lora,bitfit seed=0,1,2      # a sweep (Hydra multirun)
+    python -m experiments.train model=smollm2 task=e2e train=e2e method.r=4 method.alpha=32   # generation (E2E)
+
+Generation tasks (task.kind=generation: e2e, webnlg, dart) need a decoder (model=decoder_smoke/smollm2/gpt2_medium):
+after training they decode the test inputs with beam search and write predictions.txt, references.txt and
+inputs.jsonl beside final.json (experiments/generate.py).
 
 The run directory is results/runs/<scale>/<experiment>/<overrides>,seed=<seed> (conf/config.yaml). A run whose
 final.json says success is skipped; a killed run resumes from its checkpoint; a failed or diverged one restarts.
@@ -27,6 +32,7 @@ log = logging.getLogger(__name__)
 # keys that do not change what a run computes (also kept out of the directory name, conf/config.yaml)
 NOT_COMPUTED = ("logger", "results_dir")
 NOT_COMPUTED_TRAIN = ("threads", "kill_after_steps", "eval_batch_size", "checkpoint_every")
+GENERATION_OUTPUTS = ("predictions.txt", "references.txt", "inputs.jsonl")  # experiments/generate.py writes them
 
 
 def run_name(override_dirname: str, seed) -> str:
@@ -63,10 +69,22 @@ def validate(cfg: schemas.Config) -> None:
         raise ValueError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
     if cfg.task.max_seq_len < 8:
         raise ValueError(f"task.max_seq_len must be >= 8, got {cfg.task.max_seq_len}")
-    if cfg.task.kind != "classification":
-        raise NotImplementedError(f"task {cfg.task.name!r} is a {cfg.task.kind} task; this runner trains "
-                                  "classification tasks only so far")
-    if cfg.model.kind != "encoder":
+    if not 0.0 <= t.label_smoothing < 1.0:
+        raise ValueError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
+    if t.warmup_steps < 0:
+        raise ValueError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if cfg.task.kind == "generation":
+        if cfg.model.kind != "decoder":
+            raise ValueError(f"task {cfg.task.name!r} generates text, but model {cfg.model.name!r} is an encoder: pick "
+                             "a decoder (model=decoder_smoke / tiny_gpt2 at scale=smoke, model=smollm2 at local, "
+                             "model=gpt2_medium or gpt2_large at paper)")
+        if not (0 <= cfg.task.val_fraction and 0 < cfg.task.test_fraction and
+                cfg.task.val_fraction + cfg.task.test_fraction < 1):
+            raise ValueError(f"task.val_fraction ({cfg.task.val_fraction}) and task.test_fraction "
+                             f"({cfg.task.test_fraction}) must be >= 0, > 0 and sum to less than 1")
+    elif cfg.task.kind != "classification":
+        raise ValueError(f"task.kind must be classification or generation, got {cfg.task.kind!r}")
+    elif cfg.model.kind != "encoder":
         raise ValueError(f"task {cfg.task.name!r} needs a classifier, but model {cfg.model.name!r} is a "
                          f"{cfg.model.kind} (causal LM): pick an encoder (model=minilm) or put a classification "
                          "head on it with model.kind=encoder")
@@ -102,6 +120,8 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
     if previous is not None or not (rd.ckpt / "latest.json").exists():
         rd.drop_checkpoint()  # a finished (failed/diverged) run restarts from scratch, as does a fresh one
         rd.reset()
+        for name in GENERATION_OUTPUTS:  # a generation run's files from an earlier attempt
+            (rd.path / name).unlink(missing_ok=True)
 
     t0 = time.perf_counter()
     base = {"scale": cfg.scale.name, "experiment": cfg.experiment, "seed": cfg.seed,

@@ -1,7 +1,8 @@
 """Task families: `load_task(task_cfg, scale_cfg)` gives the examples of a run, already split and capped.
 
-One module per family (glue.py for GLUE incl. MNLI-n; generation tasks join with their own module). What a task
-needs from the scale (caps on examples) is applied here and every cap that bites is returned as a deviation.
+One module per family (glue.py for GLUE incl. MNLI-n; generation.py for E2E, WebNLG, DART, whose loader returns a
+generation.GenTaskData). What a task needs from the scale (caps on examples) is applied here and every cap that
+bites is returned as a deviation.
 """
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from typing import Callable, Optional
 
 from experiments import data
 from experiments.data import Example
-from experiments.tasks import glue
+from experiments.tasks import generation, glue
 
 
 @dataclass
@@ -23,6 +24,7 @@ class TaskData:
     metrics: Callable[[list, list], dict[str, float]]
     deviations: list[str] = field(default_factory=list)
     source: str = ""
+    kind: str = "classification"
 
     @property
     def regression(self) -> bool:
@@ -30,12 +32,15 @@ class TaskData:
 
 
 def known_tasks() -> list[str]:
-    return sorted(glue.TASKS)
+    return sorted(glue.TASKS) + sorted(generation.TASKS)
 
 
-def load_task(task_cfg, scale_cfg) -> TaskData:
+def load_task(task_cfg, scale_cfg) -> "TaskData | generation.GenTaskData":
+    if getattr(task_cfg, "kind", "classification") == "generation":
+        return generation.load(task_cfg, scale_cfg)
     if task_cfg.name not in glue.TASKS:
-        raise ValueError(f"unknown task {task_cfg.name!r}; classification tasks: {', '.join(known_tasks())}")
+        raise ValueError(f"unknown task {task_cfg.name!r}; classification tasks: {', '.join(sorted(glue.TASKS))}; "
+                         f"generation tasks (task.kind=generation): {', '.join(generation.TASKS)}")
     spec = glue.TASKS[task_cfg.name]
     deviations: list[str] = []
     max_train: Optional[int] = scale_cfg.max_train_examples

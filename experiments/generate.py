@@ -1,0 +1,294 @@
+"""Decoder-side pieces of a generation run: token loss, val_loss, batched beam search, predictions and scores.
+
+The loop (experiments/loop.py) trains through a `GenerationJob`; after the last step it checkpoints, then
+`GenerationJob.final` computes val_loss, decodes every grouped test input and scores the predictions, so a run
+killed while generating resumes straight into generation. Files written into the run directory (atomically):
+
+    predictions.txt  one generated text per grouped test input, in the order of references.txt
+    references.txt   the references of each input, one per line, inputs separated by an empty line (the
+                     e2e-metrics format): `python -m experiments.metrics e2e --refs references.txt --hyps predictions.txt`
+    inputs.jsonl     per input: its source (the linearised MR/triples) and subset (WebNLG seen/unseen)
+
+Timing on this machine: `python -m experiments.generate bench` (s per LoRA step, s per generated example by beam).
+
+Decoding: HF `generate` with the task's `generation` settings capped by the scale (beam search, length penalty,
+no-repeat-ngram, max new tokens), prompts left-padded and sorted by length into batches; a text ends at EOS or at
+the first newline (every vocabulary token holding a newline also stops the beam).
+"""
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import replace
+from typing import Optional, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from experiments import data
+from experiments.rundir import RunDir, atomic_write_text
+from experiments.schemas import GenerationConfig
+from experiments.tasks.generation import GenTaskData, score
+
+
+# --------------------------------------------------------------------------------------------- loss
+def lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) -> torch.Tensor:
+    """Mean token cross-entropy of next-token logits (B, T, V) against labels (B, T) (-100 = not a target);
+    position t predicts token t + 1. smoothing > 0: label smoothing as in microsoft/LoRA's GPT-2 training."""
+    logits = logits[:, :-1].float()  # (B, T-1, V)
+    target = labels[:, 1:]  # (B, T-1)
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), target.reshape(-1), ignore_index=-100,
+                           label_smoothing=smoothing)
+
+
+def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], smoothing: float = 0.0) -> torch.Tensor:
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # no labels: no HF loss
+    return lm_loss(out.logits, batch["labels"], smoothing)
+
+
+@torch.no_grad()
+def val_loss(model: nn.Module, enc: data.LMEncoded, batch_size: int, pad_id: int) -> float:
+    """Mean NLL per target token over every example of `enc` (plain, no label smoothing)."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    order = sorted(range(len(enc)), key=lambda i: len(enc.features[i]["input_ids"]))
+    for k in range(0, len(order), batch_size):
+        batch = data.collate_lm(enc, order[k:k + batch_size], pad_id)
+        n = int((batch["labels"][:, 1:] != -100).sum())
+        total += forward_loss(model, batch).item() * n
+        tokens += n
+    model.train(was_training)
+    return total / max(tokens, 1)
+
+
+# --------------------------------------------------------------------------------------------- decoding
+def effective_settings(gen: GenerationConfig, gen_scale) -> tuple[GenerationConfig, list[str]]:
+    """The task's decoding settings under the scale's caps, and a deviation per cap that bites."""
+    out, deviations = replace(gen), []
+    if gen_scale.max_num_beams is not None and gen.num_beams > gen_scale.max_num_beams:
+        out.num_beams = gen_scale.max_num_beams
+        deviations.append(f"beam search with {out.num_beams} beams instead of {gen.num_beams} (scale cap)")
+    if gen_scale.max_new_tokens is not None and gen.max_new_tokens > gen_scale.max_new_tokens:
+        out.max_new_tokens = gen_scale.max_new_tokens
+        deviations.append(f"at most {out.max_new_tokens} generated tokens instead of {gen.max_new_tokens} (scale cap)")
+    return out, deviations
+
+
+def validate_settings(gen: GenerationConfig) -> None:
+    for key in ("num_beams", "max_new_tokens", "batch_size"):
+        if getattr(gen, key) < 1:
+            raise ValueError(f"task.generation.{key} must be >= 1, got {getattr(gen, key)}")
+    if gen.no_repeat_ngram_size < 0:
+        raise ValueError(f"task.generation.no_repeat_ngram_size must be >= 0, got {gen.no_repeat_ngram_size}")
+
+
+def stop_token_ids(tokenizer) -> list[int]:
+    """EOS plus every vocabulary token whose text holds a newline (a reference is one line)."""
+    vocab = len(tokenizer)
+    texts = tokenizer.batch_decode([[i] for i in range(vocab)])
+    stops = {tokenizer.eos_token_id} | {i for i, t in enumerate(texts) if "\n" in t}
+    return sorted(s for s in stops if s is not None)
+
+
+def clean(text: str) -> str:
+    """The first line, stripped: what a prediction is."""
+    return text.split("\n", 1)[0].strip()
+
+
+def uses_prefix(model: nn.Module) -> bool:
+    """PrefixEmbed/PrefixLayer hook the forward and allow no KV cache (lora/prefix.py)."""
+    return hasattr(model, "prefix_positions")
+
+
+@torch.no_grad()
+def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], gen: GenerationConfig, pad_id: int,
+             stops: Optional[list[int]] = None) -> list[str]:
+    """One text per prompt (prompt token ids), in prompt order. Prompts are sorted by length and left-padded into
+    batches of gen.batch_size; models with prefix tuning decode one prompt at a time without a KV cache."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    stops = stops if stops is not None else stop_token_ids(tokenizer)
+    prefix = uses_prefix(model)
+    batch_size = 1 if prefix else gen.batch_size
+    beam = {"length_penalty": gen.length_penalty} if gen.num_beams > 1 else {}  # greedy has no length penalty
+    hf = HFGenerationConfig(num_beams=gen.num_beams, no_repeat_ngram_size=gen.no_repeat_ngram_size,
+                            repetition_penalty=gen.repetition_penalty, max_new_tokens=gen.max_new_tokens,
+                            do_sample=False, eos_token_id=stops, pad_token_id=pad_id, use_cache=not prefix, **beam)
+    was_training = model.training
+    model.eval()
+    out: list[Optional[str]] = [None] * len(prompts)
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    for k in range(0, len(order), batch_size):
+        chunk = order[k:k + batch_size]
+        batch = data.left_pad([prompts[i] for i in chunk], pad_id)
+        seqs = model.generate(**batch, generation_config=hf)  # (B, T + new)
+        for i, row in zip(chunk, seqs[:, batch["input_ids"].shape[1]:].tolist()):
+            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+            out[i] = clean(tokenizer.decode(row[:cut], skip_special_tokens=True))
+    model.train(was_training)
+    return out  # type: ignore[return-value]
+
+
+def references_text(refs: Sequence[Sequence[str]]) -> str:
+    """The e2e-metrics reference format: each input's references on consecutive lines, a blank line between inputs."""
+    return "\n\n".join("\n".join(r.replace("\n", " ") for r in rs) for rs in refs) + "\n"
+
+
+# --------------------------------------------------------------------------------------------- the job
+class GenerationJob:
+    """What the training loop needs from a generation task: training batches, the loss, mid-run evaluation
+    (val_loss only: generating is the expensive part) and the final evaluation (val_loss + generation + scores)."""
+
+    checkpoint_at_end = True  # the final evaluation is long: a kill during it must not redo the training
+
+    def __init__(self, tokenizer, task: GenTaskData, cfg):
+        self.tokenizer, self.task, self.cfg = tokenizer, task, cfg
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.train_set = data.encode_lm(task.train, tokenizer, cfg.task.max_seq_len, cfg.task.separator)
+        self.val_set = data.encode_lm(task.val, tokenizer, cfg.task.max_seq_len, cfg.task.separator)
+        self.gen, self.deviations = effective_settings(cfg.task.generation, cfg.scale.generation)
+        validate_settings(self.gen)
+        for name, enc in (("training", self.train_set), ("validation", self.val_set)):
+            if enc.truncated:
+                self.deviations.append(f"{task.name}: {enc.truncated} {name} texts cut to task.max_seq_len="
+                                       f"{cfg.task.max_seq_len} tokens")
+        self.val_batch_size = min(cfg.train.eval_batch_size, 16)  # (B, T, vocab) logits: keep them small
+        self.max_steps_cap = cfg.scale.generation.max_steps
+
+    def __len__(self) -> int:
+        return len(self.train_set)
+
+    def batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
+        return data.collate_lm(self.train_set, idx, self.pad_id)
+
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return forward_loss(model, batch, self.cfg.train.label_smoothing)
+
+    def evaluate(self, model: nn.Module) -> dict[str, float]:
+        return {"val_loss": val_loss(model, self.val_set, self.val_batch_size, self.pad_id)} if len(self.val_set) else {}
+
+    def final(self, model: nn.Module, run: RunDir) -> tuple[dict, dict, list[str]]:
+        """(metrics, timing, notes): val_loss, predictions.txt/references.txt/inputs.jsonl, the scores."""
+        t0 = time.perf_counter()
+        metrics = self.evaluate(model)
+        val_s = time.perf_counter() - t0
+        inputs = self.task.evals["eval"]
+        prompts = [data.prompt_ids(self.tokenizer, g.source, self.cfg.task.separator) for g in inputs]
+        t1 = time.perf_counter()
+        merged = _merge_lora(model)  # zero-latency inference: W + BA folded in while decoding
+        try:
+            hyps = generate(model, self.tokenizer, prompts, self.gen, self.pad_id)
+        finally:
+            if merged:
+                _unmerge_lora(model)
+        gen_s = time.perf_counter() - t1
+        atomic_write_text(run.path / "predictions.txt", "".join(h + "\n" for h in hyps))
+        atomic_write_text(run.path / "references.txt", references_text([g.refs for g in inputs]))
+        atomic_write_text(run.path / "inputs.jsonl", "".join(
+            json.dumps({"source": g.source, "subset": g.subset, "n_refs": len(g.refs)}, ensure_ascii=False) + "\n"
+            for g in inputs))
+        t2 = time.perf_counter()
+        notes: list[str] = []
+        for part, subset in (self.task.subsets or {"": None}).items():
+            idx = [i for i, g in enumerate(inputs) if subset is None or g.subset == subset]
+            if not idx:
+                notes.append(f"no {subset} inputs among the {len(inputs)} generated: no eval_{part}_* metrics")
+                continue
+            scores, note = score(self.task.metric_kind, [inputs[i].refs for i in idx], [hyps[i] for i in idx])
+            if note and note not in notes:
+                notes.append(note)
+            key = f"eval_{part}_" if part else "eval_"
+            metrics |= {f"{key}{k}": float(v) for k, v in scores.items()}
+        score_s = time.perf_counter() - t2
+        timing = {"val_s": val_s, "generate_s": gen_s, "s_per_generated_example": gen_s / max(len(inputs), 1),
+                  "score_s": score_s, "generated_inputs": len(inputs), "num_beams": self.gen.num_beams,
+                  "generate_batch_size": 1 if uses_prefix(model) else self.gen.batch_size}
+        return metrics, timing, notes
+
+
+def _merge_lora(model: nn.Module) -> bool:
+    from lora.layers import lora_modules, merge_lora
+
+    if not lora_modules(model):
+        return False
+    merge_lora(model)
+    return True
+
+
+def _unmerge_lora(model: nn.Module) -> None:
+    from lora.layers import unmerge_lora
+
+    unmerge_lora(model)
+
+
+# --------------------------------------------------------------------------------------------- benchmark CLI
+def bench(model_name: str = "smollm2", steps: int = 20, batch_size: int = 8, r: int = 4, beams: Sequence[int] = (1, 4, 10),
+          n_inputs: int = 8, lr: float = 1e-3, threads: int = 0) -> dict:
+    """Seconds per LoRA training step (E2E, batch `batch_size`, r on Wq/Wv, alpha 32) and seconds per generated
+    example for each beam size (a batch of `n_inputs` E2E test MRs, after the short training). Needs the data."""
+    import lora
+    from experiments import loop
+    from experiments.models import load_model, model_config
+    from experiments.tasks import generation as G
+    from lora.config import MethodConfig
+
+    threads = loop.set_threads(threads)
+    torch.manual_seed(0)
+    model, tok = load_model(model_config(model_name))
+    lora.apply_method(model, MethodConfig(name="lora", r=r, alpha=32, dropout=0.1, targets=["q", "v"]))
+    train, _ = G.load_e2e_split("train")
+    enc = data.encode_lm(data.cap(train, 2000, 1234), tok, 512, "\n")
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
+    order, times = loop.Order(len(enc), batch_size, 0), []
+    model.train()
+    for s in range(steps):
+        t = time.perf_counter()
+        loss = forward_loss(model, data.collate_lm(enc, order.batch(s), tok.pad_token_id), 0.1)
+        loss.backward()
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        times.append(time.perf_counter() - t)
+        print(f"step {s + 1}: loss {loss.item():.3f}, {times[-1]:.2f} s", flush=True)
+    warm = times[2:] or times
+    result = {"model": model_name, "threads": threads, "batch_size": batch_size, "r": r,
+              "s_per_step": sum(warm) / len(warm), "s_per_generated_example": {}}
+    test, _ = G.load_e2e_split("test")
+    inputs = G.stratified_inputs(G.group_references(test), n_inputs, G.EVAL_SUBSET_SEED)
+    prompts = [data.prompt_ids(tok, g.source, "\n") for g in inputs]
+    stops = stop_token_ids(tok)
+    _merge_lora(model)
+    for b in beams:
+        gen = GenerationConfig(num_beams=b, length_penalty=0.9, no_repeat_ngram_size=4, max_new_tokens=64,
+                               batch_size=n_inputs)
+        t = time.perf_counter()
+        hyps = generate(model, tok, prompts, gen, tok.pad_token_id, stops)
+        result["s_per_generated_example"][b] = (time.perf_counter() - t) / len(prompts)
+        print(f"beam {b}: {result['s_per_generated_example'][b]:.2f} s per example; e.g. {hyps[0]!r}", flush=True)
+    return result
+
+
+def main(argv: Optional[list[str]] = None) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m experiments.generate", description="bench: " + bench.__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+    b = sub.add_parser("bench", help="s per LoRA step and per generated example on E2E")
+    b.add_argument("--model", default="smollm2")
+    b.add_argument("--steps", type=int, default=20)
+    b.add_argument("--batch-size", type=int, default=8)
+    b.add_argument("--r", type=int, default=4)
+    b.add_argument("--beams", default="1,4,10")
+    b.add_argument("--inputs", type=int, default=8)
+    b.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args(argv)
+    out = bench(args.model, args.steps, args.batch_size, args.r, [int(x) for x in args.beams.split(",")],
+                args.inputs, threads=args.threads)
+    print(json.dumps(out))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
