@@ -20,23 +20,27 @@ import pandas as pd
 import yaml
 
 # ------------------------------------------------------------------------------------------- key-name mappings
-# canonical metric -> (keys a run's final.json `metrics` may use, first found wins; the unit our runs write it in).
-# Units: "fraction" (0..1), "percent" (0..100), "raw" (NIST, CIDEr, losses). Tables convert ours to the paper's unit.
-METRICS: dict[str, tuple[tuple[str, ...], str]] = {
-    "accuracy": (("eval_accuracy", "accuracy", "val_accuracy", "eval_acc", "acc", "test_accuracy"), "fraction"),
-    "matthews": (("eval_matthews_correlation", "matthews_correlation", "eval_mcc", "mcc", "matthews"), "fraction"),
-    "pearson": (("eval_pearson", "pearson", "eval_pearsonr", "pearsonr"), "fraction"),
-    "val_loss": (("val_loss", "eval_loss"), "raw"),
-    # E2E / WebNLG: the official E2E scripts print BLEU, METEOR, ROUGE_L as fractions (0.6872), NIST, CIDEr raw
-    "BLEU": (("BLEU", "bleu"), "fraction"),
-    "NIST": (("NIST", "nist"), "raw"),
-    "METEOR": (("METEOR", "meteor", "MET"), "fraction"),
-    "ROUGE_L": (("ROUGE_L", "rouge_l", "ROUGE-L", "rougeL"), "fraction"),
-    "CIDEr": (("CIDEr", "cider", "CIDER"), "raw"),
-    "TER": (("TER", "ter"), "fraction"),
+# canonical metric -> the keys a run's final.json `metrics` may hold it under, first found wins, each with the unit
+# it is written in: "fraction" (0..1), "percent" (0..100) or "raw" (NIST, CIDEr, losses); tables convert to the
+# paper's unit. "{part}" stands for a test-set part (METRIC_SPLITS). Our runner writes E2E's BLEU, METEOR, ROUGE_L
+# x100 and WebNLG's/DART's BLEU x100 with METEOR, TER as fractions (experiments/metrics), under eval_ / eval_{part}_.
+_F, _P, _R = "fraction", "percent", "raw"
+METRICS: dict[str, tuple[tuple[str, str], ...]] = {
+    "accuracy": (("eval_accuracy", _F), ("accuracy", _F), ("val_accuracy", _F), ("eval_acc", _F), ("acc", _F),
+                 ("test_accuracy", _F)),
+    "matthews": (("eval_matthews_correlation", _F), ("matthews_correlation", _F), ("eval_mcc", _F), ("mcc", _F),
+                 ("matthews", _F)),
+    "pearson": (("eval_pearson", _F), ("pearson", _F), ("eval_pearsonr", _F), ("pearsonr", _F)),
+    "val_loss": (("val_loss", _R), ("eval_loss", _R)),
+    "BLEU": (("eval_BLEU", _P), ("eval_{part}_BLEU", _P), ("BLEU", _F), ("{part}_BLEU", _F), ("bleu", _F)),
+    "NIST": (("eval_NIST", _R), ("NIST", _R), ("nist", _R)),
+    "METEOR": (("eval_METEOR", _P), ("eval_{part}_METEOR", _F), ("METEOR", _F), ("{part}_METEOR", _F),
+               ("MET", _F)),
+    "ROUGE_L": (("eval_ROUGE_L", _P), ("ROUGE_L", _F), ("rouge_l", _F), ("ROUGE-L", _F)),
+    "CIDEr": (("eval_CIDEr", _R), ("CIDEr", _R), ("cider", _R)),
+    "TER": (("eval_{part}_TER", _F), ("eval_TER", _F), ("TER", _F), ("{part}_TER", _F)),
 }
-# a test-set part (WebNLG) -> its spellings; a metric of a part is looked up as KEY_PART, PART_KEY or KEY/PART.
-# "A" (all categories) also accepts the bare key.
+# a test-set part (WebNLG) -> its spellings. "A" (all categories) also accepts a key without a part.
 METRIC_SPLITS: dict[str, tuple[str, ...]] = {"U": ("U", "unseen"), "S": ("S", "seen"), "A": ("A", "all")}
 # paper task -> task.name spellings our configs may use (compared after `_norm`: lower case, letters and digits)
 TASK_ALIASES: dict[str, tuple[str, ...]] = {
@@ -214,39 +218,32 @@ def collect(results: str | Path, scale: str) -> pd.DataFrame:
 
 
 # ----------------------------------------------------------------------------------------------- metric values
-def metric_column(frame: pd.DataFrame, metric: str, split: Optional[str] = None) -> Optional[str]:
-    """The `m:<key>` column of `frame` that holds canonical `metric` (of test-set part `split`), or None."""
-    keys, _ = METRICS.get(metric, ((metric,), "raw"))
-    candidates: list[str] = []
-    for key in keys:
-        if split is None:
-            candidates.append(key)
-            continue
-        for part in METRIC_SPLITS.get(split, (split,)):
-            candidates += [f"{key}_{part}", f"{part}_{key}", f"{key}/{part}", f"{part}/{key}"]
-        if split == "A":
-            candidates.append(key)
+def metric_columns(frame: pd.DataFrame, metric: str, split: Optional[str] = None) -> list[tuple[str, str]]:
+    """The `m:<key>` columns of `frame` that may hold canonical `metric` of test-set part `split`, with their units,
+    in the order of METRICS (keys that name the part first)."""
+    named_part, plain = [], []
+    for key, unit in METRICS.get(metric, ((metric, _R),)):
+        if "{part}" in key:
+            named_part += [(key.format(part=part), unit) for part in METRIC_SPLITS.get(split, (split,))] if split else []
+        elif split in (None, "A"):
+            plain.append((key, unit))
     lower = {c.lower(): c for c in frame.columns if c.startswith("m:")}
-    for cand in candidates:
-        if f"m:{cand}".lower() in lower:
-            return lower[f"m:{cand}".lower()]
-    return None
+    return [(lower[f"m:{key}".lower()], unit) for key, unit in named_part + plain if f"m:{key}".lower() in lower]
 
 
-def to_unit(value: float, metric: str, unit: str) -> float:
-    """Our value of `metric` (in METRICS' unit) in the paper's `unit`."""
-    ours = METRICS.get(metric, ((), "raw"))[1]
-    if ours == unit or "raw" in (ours, unit):
+def to_unit(value: float, ours: str, theirs: str) -> float:
+    """A value written in unit `ours` expressed in the paper's unit `theirs`."""
+    if ours == theirs or _R in (ours, theirs):
         return value
-    return value * 100.0 if (ours, unit) == ("fraction", "percent") else value / 100.0
+    return value * 100.0 if (ours, theirs) == (_F, _P) else value / 100.0
 
 
 def metric_values(runs: pd.DataFrame, metric: str, unit: str, split: Optional[str] = None) -> pd.Series:
     """The metric of each run in the paper's unit; NaN where a run has none (diverged runs often have NaN)."""
-    col = metric_column(runs, metric, split)
-    if col is None:
-        return pd.Series(float("nan"), index=runs.index)
-    return pd.to_numeric(runs[col], errors="coerce").map(lambda v: to_unit(v, metric, unit))
+    values = pd.Series(float("nan"), index=runs.index)
+    for col, ours in metric_columns(runs, metric, split):  # per run: the first key it has (runs of different tasks)
+        values = values.fillna(pd.to_numeric(runs[col], errors="coerce").map(lambda v, o=ours: to_unit(v, o, unit)))
+    return values
 
 
 def summarize(values: Iterable[float]) -> tuple[Optional[float], Optional[float], int]:

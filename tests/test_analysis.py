@@ -169,13 +169,16 @@ def test_table5_and_6_weight_types_and_ranks(tmp_path):
 
 def test_generation_tables_units_and_paper_models(tmp_path):
     res = tmp_path / "results"
-    gen = {"BLEU": 0.70, "NIST": 8.5, "METEOR": 0.45, "ROUGE_L": 0.70, "CIDEr": 2.4, "val_loss": 1.5}
-    for seed, bleu in ((0, 0.70), (1, 0.72)):
+    # the keys and scales the runner writes (experiments/generate.py): E2E BLEU/METEOR/ROUGE_L x100, NIST and CIDEr
+    # raw; WebNLG eval_<part>_BLEU x100, METEOR and TER as fractions
+    gen = {"eval_BLEU": 70.0, "eval_NIST": 8.5, "eval_METEOR": 45.0, "eval_ROUGE_L": 70.0, "eval_CIDEr": 2.4,
+           "val_loss": 1.5}
+    for seed, bleu in ((0, 70.0), (1, 72.0)):
         make_run(res, "table18", f"r4_s{seed}", r=4, alpha=32, task="e2e", model="smollm2", seed=seed,
-                 metrics=gen | {"BLEU": bleu})
+                 metrics=gen | {"eval_BLEU": bleu})
     make_run(res, "table3", "lora", r=4, alpha=32, task="e2e", model="smollm2", metrics=gen)
     make_run(res, "table14", "lora", r=4, alpha=32, task="webnlg", model="smollm2",
-             metrics={"BLEU_U": 0.40, "BLEU_seen": 0.60, "BLEU": 0.50, "TER_A": 0.5})
+             metrics={"eval_U_BLEU": 40.0, "eval_S_BLEU": 60.0, "eval_A_BLEU": 50.0, "eval_A_TER": 0.5})
     frame = collect(res, SCALE)
     t18 = tables.table18(frame, SCALE, results=res)
     assert cell(t18, "r=4", "BLEU")["ours"] == "71.00 ± 1.41 (n=2)"
