@@ -171,3 +171,13 @@ def test_cli_errors_and_single_reference_file(tmp_path, capsys):
     assert cli.main(["webnlg", "--refs", str(tmp_path / "r.txt"), "--hyps", str(tmp_path / "h.txt"),
                      "--metrics", "BLEU,TER"]) == 0
     assert json.loads(capsys.readouterr().out.strip().splitlines()[-1]) == {"BLEU": pytest.approx(100.0), "TER": 0.0}
+
+
+@needs_java
+def test_webnlg_meteor_with_a_trailing_empty_prediction():
+    """An empty last prediction (and padded, empty last references) must not shift METEOR's line count."""
+    from experiments.metrics import score_webnlg
+
+    refs = [["the cat sat on the mat", "a cat sat on a mat"], ["the dog barked"]]
+    scores = score_webnlg(refs, ["the cat sat on the mat", ""])
+    assert 0.0 < scores["METEOR"] < 1.0 and scores["BLEU"] > 0

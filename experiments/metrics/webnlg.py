@@ -118,8 +118,9 @@ class _Meteor:
 
     def __init__(self, refs_tok: list[list[str]], hyps_tok: list[str]):
         self.tmp = Path(tempfile.mkdtemp(prefix="meteor-"))
-        (self.tmp / "hypothesis").write_text("\n".join(hyps_tok), encoding="utf-8")
-        (self.tmp / "reference").write_text("\n".join(r for rs in refs_tok for r in rs), encoding="utf-8")
+        # one line per segment, each ended by "\n": a "\n".join would drop a trailing empty hypothesis/reference
+        (self.tmp / "hypothesis").write_text("".join(h + "\n" for h in hyps_tok), encoding="utf-8")
+        (self.tmp / "reference").write_text("".join(r + "\n" for rs in refs_tok for r in rs), encoding="utf-8")
         jar = _java.meteor_jar()
         self.proc = subprocess.Popen(
             [_java.java(), "-Xmx2G", "-jar", str(jar), str(self.tmp / "hypothesis"), str(self.tmp / "reference"),
