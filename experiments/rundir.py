@@ -173,6 +173,16 @@ def package_versions() -> dict[str, Optional[str]]:
     return out
 
 
+def git_dirty() -> Optional[bool]:
+    """Whether tracked files differ from HEAD (a result from uncommitted code), or None outside a git checkout."""
+    try:
+        out = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"],
+                             capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return bool(out.stdout.strip()) if out.returncode == 0 else None
+
+
 def git_commit() -> Optional[str]:
     """HEAD of the repository (read-only), or None outside a git checkout."""
     try:

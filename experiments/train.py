@@ -30,14 +30,22 @@ from experiments import schemas
 
 log = logging.getLogger(__name__)
 # keys that do not change what a run computes (also kept out of the directory name, conf/config.yaml)
-NOT_COMPUTED = ("logger", "results_dir")
+NOT_COMPUTED = ("logger", "results_dir", "lr_by_method")  # lr_by_method: only train.lr, resolved from it, counts
 NOT_COMPUTED_TRAIN = ("threads", "kill_after_steps", "eval_batch_size", "checkpoint_every")
 GENERATION_OUTPUTS = ("predictions.txt", "references.txt", "inputs.jsonl")  # experiments/generate.py writes them
 
 
+MAX_NAME = 200  # file systems allow 255 bytes per path component
+
+
 def run_name(override_dirname: str, seed) -> str:
-    """Directory name of a run: the command-line overrides (Hydra's override_dirname) plus the seed, always."""
-    return ",".join(p for p in (str(override_dirname), f"seed={seed}") if p)
+    """Directory name of a run: the command-line overrides (Hydra's override_dirname) plus the seed, always; a name
+    too long for the file system keeps its start and gets a hash of the whole (still one folder per config)."""
+    name = ",".join(p for p in (str(override_dirname), f"seed={seed}") if p)
+    if len(name.encode()) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(name.encode()).hexdigest()[:12]
+    return f"{name.encode()[:MAX_NAME - 40].decode(errors='ignore')}...{digest},seed={seed}"
 
 
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
@@ -104,7 +112,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
     import lora
     import lora.io
     from experiments import loop
-    from experiments.rundir import RunDir, git_commit, package_versions
+    from experiments.rundir import RunDir, git_commit, git_dirty, package_versions
     from experiments.tasks import load_task
     from experiments.tracking import Tracker
 
@@ -114,9 +122,18 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
         run_dir = HydraConfig.get().runtime.output_dir
     rd = RunDir(run_dir)
     previous = rd.status()
+    try:
+        chash = config_hash(cfg)
+    except Exception:  # noqa: BLE001 - an unresolvable config fails below, inside the recorded run
+        chash = None
     if previous == "success":
-        print(f"skipping {rd.path}: final.json says success (delete it to run again)", flush=True)
-        return json.loads(rd.final.read_text())
+        done = json.loads(rd.final.read_text())
+        if done.get("config_hash") in (None, chash):
+            print(f"skipping {rd.path}: final.json says success (delete it to run again)", flush=True)
+            return done
+        print(f"rerunning {rd.path}: its configuration changed since it finished (e.g. a budget file's learning "
+              "rate); the old result is replaced", flush=True)
+        previous = "stale"
     if previous is not None or not (rd.ckpt / "latest.json").exists():
         rd.drop_checkpoint()  # a finished (failed/diverged) run restarts from scratch, as does a fresh one
         rd.reset()
@@ -125,13 +142,14 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
 
     t0 = time.perf_counter()
     base = {"scale": cfg.scale.name, "experiment": cfg.experiment, "seed": cfg.seed,
-            "versions": package_versions(), "git_commit": git_commit(),
+            "versions": package_versions(), "git_commit": git_commit(), "git_dirty": git_dirty(),
+            "config_hash": chash,
             "deviations": list(cfg.scale.deviations)}
     tracker = None
     try:
         obj: schemas.Config = OmegaConf.to_object(cfg)
         validate(obj)
-        chash = config_hash(cfg)
+        chash = chash or config_hash(cfg)
         threads = loop.set_threads(obj.train.threads)
         task = load_task(obj.task, obj.scale)
         torch.manual_seed(obj.seed)  # classification head, LoRA A and tiny models' init follow the run's seed
@@ -150,6 +168,7 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
         result = loop.train(model, tokenizer, task, obj, rd, tracker, chash)
         if result.status == "success":
             lora.io.save_adapter(model, rd.adapter, metadata={"method": obj.method.name, "model": obj.model.name,
+                                                              "r": obj.method.r, "alpha": obj.method.alpha,
                                                               "task": obj.task.name, "steps": result.steps})
         rd.drop_checkpoint()
         final = base | {

@@ -137,3 +137,22 @@ def test_minilm_lora_beats_chance_on_mnli(env, data_dir, tmp_path):
     dev = load_task(cfg.task, cfg.scale).evals["eval"]
     majority = max(Counter(e.label for e in dev).values()) / len(dev)
     assert final["metrics"]["eval_accuracy"] > majority + 0.02, (final["metrics"], majority)
+
+
+def test_changed_config_reruns_instead_of_skipping(smoke, env, tmp_path, capsys):
+    """A finished run whose configuration changed since (say a budget file's learning rate) runs again."""
+    first = run_inprocess(smoke, tmp_path / "run")
+    assert first["config_hash"] and first["git_dirty"] in (True, False, None)
+    assert run_inprocess(smoke, tmp_path / "run")["wall_time_s"] == first["wall_time_s"]  # same config: skipped
+    again = run_inprocess(smoke + ["train.lr=2e-3"], tmp_path / "run")
+    assert "rerunning" in capsys.readouterr().out
+    assert again["config_hash"] != first["config_hash"] and again["status"] == "success"
+
+
+def test_long_run_names_fit_the_file_system():
+    from experiments.train import MAX_NAME, run_name
+
+    long = ",".join(f"method.targets{i}=[q,k,v,o,mlp_in,mlp_out]" for i in range(12))
+    a, b = run_name(long, 0), run_name(long + ",x=1", 0)
+    assert len(a.encode()) <= MAX_NAME and a != b and a.endswith(",seed=0")
+    assert run_name("row=full", 3) == "row=full,seed=3"
