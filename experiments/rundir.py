@@ -14,6 +14,7 @@ import math
 import os
 import random
 import resource
+import socket
 import subprocess
 import sys
 import tempfile
@@ -135,11 +136,50 @@ class RunDir:
         state = torch.load(self.ckpt / f"step_{step:07d}.pt", weights_only=True)
         return step, tensors, state
 
+    # ----------------------------------------------------------------------------------------- ownership
+    @property
+    def lock_path(self) -> Path:
+        return self.path / ".lock"
+
+    def lock(self) -> Optional[str]:
+        """Take the run for this process: None when taken, else the live owner ("host:pid") that holds it. A lock
+        whose process is gone (killed) is taken over; one from another host is trusted (its pid cannot be checked)."""
+        me = f"{socket.gethostname()}:{os.getpid()}"
+        for _ in range(2):
+            try:
+                fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+            except FileExistsError:
+                owner = self.lock_path.read_text().strip() if self.lock_path.exists() else ""
+                host, _, pid = owner.partition(":")
+                if owner == me:
+                    return None
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)) or not owner:
+                    self.lock_path.unlink(missing_ok=True)  # left by a killed process
+                    continue
+                return owner
+            with os.fdopen(fd, "w") as f:
+                f.write(me)
+            return None
+        return None
+
+    def unlock(self) -> None:
+        self.lock_path.unlink(missing_ok=True)
+
     def drop_checkpoint(self) -> None:
         if self.ckpt.exists():
             for p in self.ckpt.iterdir():
                 p.unlink()
             self.ckpt.rmdir()
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # exists, owned by someone else
+        return True
+    return True
 
 
 # --------------------------------------------------------------------------------------------- RNG states

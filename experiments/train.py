@@ -106,21 +106,35 @@ def is_multirun() -> bool:
 
 
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
-    """Train `cfg` into `run_dir` (default: Hydra's output dir) and return what final.json holds."""
-    import torch
-
-    import lora
-    import lora.io
-    from experiments import loop
-    from experiments.rundir import RunDir, git_commit, git_dirty, package_versions
-    from experiments.tasks import load_task
-    from experiments.tracking import Tracker
+    """Train `cfg` into `run_dir` (default: Hydra's output dir) and return what final.json holds. A run directory
+    another live process holds (its .lock) is left alone: two sweeps over the same rows share the work."""
+    from experiments.rundir import RunDir
 
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = HydraConfig.get().runtime.output_dir
     rd = RunDir(run_dir)
+    owner = rd.lock()
+    if owner is not None:
+        print(f"skipping {rd.path}: process {owner} is running it (delete {rd.lock_path} if it is not)", flush=True)
+        return {"status": "running", "owner": owner, "metrics": {}}
+    try:
+        return _run(cfg, rd)
+    finally:
+        rd.unlock()
+
+
+def _run(cfg: DictConfig, rd) -> dict:
+    import torch
+
+    import lora
+    import lora.io
+    from experiments import loop
+    from experiments.rundir import git_commit, git_dirty, package_versions
+    from experiments.tasks import load_task
+    from experiments.tracking import Tracker
+
     previous = rd.status()
     try:
         chash = config_hash(cfg)

@@ -156,3 +156,19 @@ def test_long_run_names_fit_the_file_system():
     a, b = run_name(long, 0), run_name(long + ",x=1", 0)
     assert len(a.encode()) <= MAX_NAME and a != b and a.endswith(",seed=0")
     assert run_name("row=full", 3) == "row=full,seed=3"
+
+
+def test_a_run_held_by_a_live_process_is_left_alone(smoke, env, tmp_path):
+    """Two sweeps over the same rows share the work: a run dir locked by a live process is skipped; a lock left by a
+    killed process is taken over."""
+    import os
+    import socket
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text(f"{socket.gethostname()}:{os.getppid()}")  # alive: our parent
+    assert run_inprocess(smoke, run_dir)["status"] == "running" and not (run_dir / "final.json").exists()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (run_dir / ".lock").write_text(f"{socket.gethostname()}:{dead.pid}")
+    assert run_inprocess(smoke, run_dir)["status"] == "success" and not (run_dir / ".lock").exists()
