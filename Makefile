@@ -9,7 +9,7 @@ export WANDB_MODE ?= offline
 
 TABLES := table15 table5 table6
 
-.PHONY: help setup models test test-fast params bench bench-tiny clean $(TABLES)
+.PHONY: help setup models test test-fast params figures bench bench-tiny clean $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -40,6 +40,9 @@ params: setup  ## rebuild the trainable-parameter table (results/tables/params.m
 $(TABLES): setup models  ## a table's sweep at SCALE (default local; finished runs skipped), then the table
 	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE)
 	$(PY) -m analysis tables --scale $(SCALE) --table $@
+
+figures: setup  ## the paper's figures from the run directories at SCALE -> results/figures/<scale>/
+	$(PY) -m analysis figures --scale $(SCALE)
 
 bench: setup models  ## benchmarks: LoRA vs full FT / PEFT / Adapter^H, latency, mixed adapters -> results/bench
 	$(PY) -m benchmarks.run
