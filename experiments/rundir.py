@@ -153,10 +153,10 @@ class RunDir:
                 host, _, pid = owner.partition(":")
                 if owner == me:
                     return None
-                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)) or not owner:
+                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
                     self.lock_path.unlink(missing_ok=True)  # left by a killed process
                     continue
-                return owner
+                return owner or "unknown (a process that is starting)"
             with os.fdopen(fd, "w") as f:
                 f.write(me)
             return None
