@@ -113,17 +113,15 @@ class Order:
         return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
 
 
-def build_optimizer(model: nn.Module, train_cfg, total: int, warmup: Optional[int] = None):
+def build_optimizer(model: nn.Module, train_cfg, total: int, warmup: int):
     """AdamW over trainable parameters only; no weight decay on biases and norm weights (1-D tensors);
-    linear warmup over `warmup` steps (default: warmup_ratio of the steps), then linear decay to 0."""
+    linear warmup over `warmup` steps (plan_warmup), then linear decay to 0."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: did the method freeze everything?")
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": train_cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
     optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train_cfg.lr)
-    if warmup is None:
-        warmup = int(train_cfg.warmup_ratio * total)
 
     def factor(step: int) -> float:
         if step < warmup:
