@@ -7,7 +7,11 @@ SCALE ?= local
 export LORA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
 export WANDB_MODE ?= offline
 
-TABLES := table15 table5 table6
+TABLES := table15 table5 table6 table16 table2 table3 table18 table14
+# JOBS=n runs n of a sweep's runs at once on this machine (hydra/launcher=joblib, cores/n torch threads each);
+# LAUNCH= passes any other launcher, e.g. LAUNCH="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"
+JOBS ?= 1
+LAUNCH ?= $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)
 
 .PHONY: help setup models test test-fast params figures bench bench-tiny clean $(TABLES)
 
@@ -38,7 +42,7 @@ params: setup  ## rebuild the trainable-parameter table (results/tables/params.m
 	$(PY) -m experiments.param_table
 
 $(TABLES): setup models  ## a table's sweep at SCALE (default local; finished runs skipped), then the table
-	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE)
+	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE) $(LAUNCH)
 	$(PY) -m analysis tables --scale $(SCALE) --table $@
 
 figures: setup  ## the paper's figures from the run directories at SCALE -> results/figures/<scale>/

@@ -1,11 +1,13 @@
 """The learning-rate searches behind the per-method rates of a table (conf/experiment/<table>_lr*.yaml).
 
-Each method's runs at several learning rates, scored on examples held out of the training set (`val_accuracy`), with
-the final training loss beside it (a rate whose loss did not come down is under-trained, not a finding). The best
+Each method's runs at several learning rates, scored on examples held out of the training set (`val_accuracy`,
+higher is better) or, for generation tasks, on the validation split (`val_loss`, lower is better), with the final
+training loss beside it (a rate whose loss did not come down is under-trained, not a finding). The best
 rate per method is what conf/budget/<table>_<scale>.yaml should hold; the table says whether it does.
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Optional
 
@@ -28,25 +30,30 @@ def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: 
     name = f"{table}_lr"
     runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
     configured = budget_lrs(table, scale)
+    by_accuracy = "m:val_accuracy" in runs.columns and runs["m:val_accuracy"].notna().any()
+    key, label, scale_by, sign = (("val_accuracy", "val accuracy (%)", 100.0, 1.0) if by_accuracy
+                                  else ("val_loss", "val loss", 1.0, -1.0))
     tidy, body = [], []
     for (method, lr), group in (runs.groupby(["method", "lr"], sort=True) if not runs.empty else []):
         ok = group[group["status"] == "success"]
-        val, std, n = summarize(ok.get("m:val_accuracy", pd.Series(dtype=float)) * 100)
+        val, std, n = summarize(ok.get(f"m:{key}", pd.Series(dtype=float)) * scale_by)
         loss, _, _ = summarize(ok.get("m:train_loss", pd.Series(dtype=float)))
         status = ", ".join(f"{k} {v}" for k, v in group["status"].value_counts().items() if k != "success")
-        tidy.append({"method": method, "lr": float(lr), "val_accuracy": val, "val_std": std, "n_seeds": n,
+        tidy.append({"method": method, "lr": float(lr), key: val, "val_std": std, "n_seeds": n,
                      "final_train_loss": loss, "other_runs": status})
-    best = {}
+    best = {}  # method -> (lr, score); score = sign * value, higher is better
     for rec in tidy:
-        if rec["val_accuracy"] is not None and rec["val_accuracy"] > best.get(rec["method"], (None, -1.0))[1]:
-            best[rec["method"]] = (rec["lr"], rec["val_accuracy"])
+        if rec[key] is not None and sign * rec[key] > best.get(rec["method"], (None, -math.inf))[1]:
+            best[rec["method"]] = (rec["lr"], sign * rec[key])
     for rec in tidy:
         rec["best"] = best.get(rec["method"], (None,))[0] == rec["lr"]
         rec["in_budget"] = configured.get(rec["method"]) == rec["lr"]
-        body.append([rec["method"], f"{rec['lr']:g}", fmt(rec["val_accuracy"], 1) + (" ◀ best" if rec["best"] else ""),
+        body.append([rec["method"], f"{rec['lr']:g}", fmt(rec[key], 1 if by_accuracy else 3)
+                     + (" ◀ best" if rec["best"] else ""),
                      fmt(rec["final_train_loss"], 3), "yes" if rec["in_budget"] else "", rec["other_runs"]])
-    header = ["method", "learning rate", "val accuracy (%)", "final train loss", f"used by {table}", "not counted"]
-    md = markdown(f"Learning-rate search for {table}: accuracy on pairs held out of the training set, scale `{scale}`",
+    header = ["method", "learning rate", label, "final train loss", f"used by {table}", "not counted"]
+    scored_on = "pairs held out of the training set" if by_accuracy else "the validation split"
+    md = markdown(f"Learning-rate search for {table}: {label} on {scored_on}, scale `{scale}`",
                   header, body, footer(runs, scale))
     tidy_frame = pd.DataFrame(tidy)
     paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)

@@ -9,7 +9,8 @@ hyperparameters, task, MNLI-n, model; see `cell_runs`), and writes
   footer: scale, models and their notes, data sizes, seeds, steps, wall time, every deviation of the scale;
 - `<table>.csv`: the same cells, one per line (tidy), numbers unformatted.
 
-Runs are looked for in the experiment named like the table (experiment=table15 ...); `experiments=` overrides.
+Runs are looked for in the experiment named like the table (experiment=table15 ...; Tables 5 and 6: table15's, whose
+MNLI study they extend); `experiments=` overrides.
 """
 from __future__ import annotations
 
@@ -314,11 +315,12 @@ def table16(frame, scale, out_dir=None, results=None, experiments=None) -> Table
     return build(paper.TABLE16, frame, scale, out_dir, results, experiments)
 
 
-def table5(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+# Tables 5 and 6 are more rows of Table 15's MNLI study: their sweeps run into its folder (conf/experiment/table5.yaml)
+def table5(frame, scale, out_dir=None, results=None, experiments=("table15",)) -> TableResult:
     return build(paper.TABLE5, frame, scale, out_dir, results, experiments, {"trainable (our runs)": trainable_ours})
 
 
-def table6(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+def table6(frame, scale, out_dir=None, results=None, experiments=("table15",)) -> TableResult:
     return build(paper.TABLE6, frame, scale, out_dir, results, experiments)
 
 
@@ -431,7 +433,21 @@ def table15_lr(frame, scale, out_dir=None, results=None, experiments=None) -> Ta
     return lr_search(frame, scale, "table15", out_dir=out_dir, results=results)
 
 
+def table2_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """The learning-rate search for Table 2's BitFit and Adapter^D rates (not a paper table)."""
+    from analysis.lr_search import lr_search
+
+    return lr_search(frame, scale, "table2", out_dir=out_dir, results=results)
+
+
+def table3_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """The learning-rate search on E2E val_loss behind the generation tables' rates (not a paper table)."""
+    from analysis.lr_search import lr_search
+
+    return lr_search(frame, scale, "table3", out_dir=out_dir, results=results)
+
+
 TABLE_FUNCTIONS: dict[str, Callable[..., TableResult]] = {
     "table15": table15, "table16": table16, "table17": table17, "table5": table5, "table6": table6,
     "table18": table18, "table3": table3, "table14": table14, "table2": table2, "table7": table7,
-    "table15_lr": table15_lr}
+    "table15_lr": table15_lr, "table2_lr": table2_lr, "table3_lr": table3_lr}

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from experiments import data
+from experiments import data, distributed
 from experiments.rundir import RunDir, atomic_write_text
 from experiments.schemas import GenerationConfig
 from experiments.tasks.generation import GenTaskData, score
@@ -43,6 +43,7 @@ def lm_loss(logits: torch.Tensor, labels: torch.Tensor, smoothing: float = 0.0) 
 
 
 def forward_loss(model: nn.Module, batch: dict[str, torch.Tensor], smoothing: float = 0.0) -> torch.Tensor:
+    batch = distributed.to_device(batch, model)
     out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"])  # no labels: no HF loss
     return lm_loss(out.logits, batch["labels"], smoothing)
 
@@ -56,7 +57,7 @@ def val_loss(model: nn.Module, enc: data.LMEncoded, batch_size: int, pad_id: int
     order = sorted(range(len(enc)), key=lambda i: len(enc.features[i]["input_ids"]))
     for k in range(0, len(order), batch_size):
         batch = data.collate_lm(enc, order[k:k + batch_size], pad_id)
-        n = int((batch["labels"][:, 1:] != -100).sum())
+        n = int((batch["labels"][:, 1:] != -100).sum())  # counted on the CPU batch, before forward_loss moves it
         total += forward_loss(model, batch).item() * n
         tokens += n
     model.train(was_training)
@@ -122,7 +123,7 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], gen: Gen
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     for k in range(0, len(order), batch_size):
         chunk = order[k:k + batch_size]
-        batch = data.left_pad([prompts[i] for i in chunk], pad_id)
+        batch = distributed.to_device(data.left_pad([prompts[i] for i in chunk], pad_id), model)
         seqs = model.generate(**batch, generation_config=hf)  # (B, T + new)
         for i, row in zip(chunk, seqs[:, batch["input_ids"].shape[1]:].tolist()):
             cut = next((j for j, t in enumerate(row) if t in stops), len(row))

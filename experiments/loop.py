@@ -10,6 +10,9 @@ Data order is a pure function of (seed, epoch): micro-batch m of the run is batc
 epoch m // B (B batches per epoch). A resumed run recomputes it and continues at micro-batch step * grad_accum,
 so, with the optimizer, scheduler and RNG states restored from the checkpoint, it ends exactly where an
 uninterrupted run ends (on CPU, same thread count).
+
+Under torchrun each rank trains on its slice of every micro-batch (experiments/distributed.py); rank 0 alone
+evaluates and writes the run directory.
 """
 from __future__ import annotations
 
@@ -26,7 +29,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from experiments import data
+from experiments import data, distributed
 from experiments.rundir import RunDir, rng_state, set_rng_state
 from experiments.tasks import TaskData
 
@@ -139,7 +142,7 @@ def evaluate(model: nn.Module, enc: data.Encoded, task: TaskData, batch_size: in
     model.eval()
     preds, loss_sum = [], 0.0
     for idx in data.eval_batches(enc, batch_size):
-        out = model(**data.collate(enc, idx, pad_id))
+        out = model(**distributed.to_device(data.collate(enc, idx, pad_id), model))
         loss_sum += out.loss.item() * len(idx)
         logits = out.logits  # (B, num_labels)
         preds.append((logits.squeeze(-1) if task.regression else logits.argmax(-1), idx))
@@ -184,7 +187,7 @@ class ClassificationJob:
         return data.collate(self.train_set, idx, self.pad_id)
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
-        return model(**batch).loss
+        return model(**distributed.to_device(batch, model)).loss
 
     def evaluate(self, model: nn.Module) -> dict:
         return evaluate_all(model, self.eval_sets, self.task, self.cfg.train.eval_batch_size, self.pad_id)
@@ -195,6 +198,13 @@ class ClassificationJob:
         eval_s = time.perf_counter() - t_eval
         n_eval = sum(len(e) for e in self.eval_sets.values())
         return metrics, {"eval_s": eval_s, "s_per_eval_example": eval_s / max(n_eval, 1)}, []
+
+
+def loss_units(batch: dict) -> int:
+    """What a job's loss is the mean over: target tokens of a causal-LM batch (labels (B, T), position t predicts
+    t + 1, -100 = not a target; experiments.generate.lm_loss), else rows (labels (B,))."""
+    labels = batch["labels"]
+    return int((labels[:, 1:] != -100).sum()) if labels.ndim == 2 else len(labels)
 
 
 def make_job(tokenizer, task, cfg):
@@ -222,6 +232,7 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start, window = 0, [0.0, 0]  # window: (loss sum, steps) since the last train-loss row
     last_loss, train_s_before = float("nan"), 0.0
+    main = distributed.is_main()
 
     ckpt = run.load_checkpoint()
     if ckpt is not None:
@@ -236,34 +247,46 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
                 p.copy_(tensors[name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
-        set_rng_state(state["rng"])
+        rngs = state.get("rng_by_rank", [state["rng"]])
+        if distributed.rank() < len(rngs):
+            set_rng_state(rngs[distributed.rank()])
+        else:  # more processes than wrote the checkpoint: a fresh dropout stream for the new ranks
+            set_seed(cfg.seed + distributed.SEED_STRIDE * distributed.rank() + step)
         start, window = step, list(state["window"])
         last_loss, train_s_before = state.get("last_loss", last_loss), state.get("train_s", 0.0)
-        run.truncate_metrics(step)
-        print(f"resuming {run.path} from step {step}/{total}" + (" (training done: final evaluation only)"
-                                                                 if step >= total else ""), flush=True)
+        if main:
+            run.truncate_metrics(step)
+            print(f"resuming {run.path} from step {step}/{total}" + (" (training done: final evaluation only)"
+                                                                     if step >= total else ""), flush=True)
     else:
-        set_seed(cfg.seed)
+        set_seed(cfg.seed + distributed.SEED_STRIDE * distributed.rank())  # dropout: one stream per rank
 
     model.train()
-    bar = tqdm(total=total, initial=start, disable=not sys.stderr.isatty(), desc="train", dynamic_ncols=True)
+    ddp = distributed.wrap(model)  # the forward of training; `model` for evaluation and checkpoints
+    bar = tqdm(total=total, initial=start, disable=not (main and sys.stderr.isatty()), desc="train",
+               dynamic_ncols=True)
     t_train = time.perf_counter()
     result = LoopResult("success", {}, start, total, resumed_from=start, deviations=deviations)
     for step in range(start, total):
         optimizer.zero_grad(set_to_none=True)
         step_loss = 0.0
         for k in range(tc.grad_accum):
-            batch = job.batch(order.batch(step * tc.grad_accum + k))
-            loss = job.loss(model, batch)
-            if not torch.isfinite(loss):
-                bar.close()
-                result.status, result.steps = "diverged", step
-                result.error = f"training loss became {loss.item()} at step {step + 1} (lr={tc.lr})"
-                result.metrics = {"train_loss": loss.item(), "diverged_at_step": step + 1}
-                tracker.log({"step": step + 1, "split": "train", "loss": loss.item()})
-                return result
-            (loss / tc.grad_accum).backward()
-            step_loss += loss.item() / tc.grad_accum
+            rows = order.batch(step * tc.grad_accum + k)
+            mine = distributed.shard(rows)
+            # a rank left without rows (a batch smaller than the world) still joins DDP's all-reduce, with weight 0
+            batch = job.batch(mine or rows[:1])
+            with distributed.no_sync(ddp, sync=k == tc.grad_accum - 1):
+                loss = job.loss(ddp, batch)
+                loss_value, scale = distributed.global_loss(loss, loss_units(batch) if mine else 0)
+                if not math.isfinite(loss_value):
+                    bar.close()
+                    result.status, result.steps = "diverged", step
+                    result.error = f"training loss became {loss_value} at step {step + 1} (lr={tc.lr})"
+                    result.metrics = {"train_loss": loss_value, "diverged_at_step": step + 1}
+                    tracker.log({"step": step + 1, "split": "train", "loss": loss_value})
+                    return result
+                (loss * scale / tc.grad_accum).backward()  # scale: 1.0 in one process (x * 1.0 == x exactly)
+            step_loss += loss_value / tc.grad_accum
         if tc.max_grad_norm > 0:
             torch.nn.utils.clip_grad_norm_(trainable.values(), tc.max_grad_norm)
         optimizer.step()
@@ -278,19 +301,25 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
                          "epoch": done * tc.grad_accum / order.per_epoch})
             bar.set_postfix(loss=f"{last_loss:.4f}")
             window = [0.0, 0]
-        if tc.eval_every > 0 and done % tc.eval_every == 0 and done != total:
-            tracker.log({"step": done, "split": "eval", **job.evaluate(model)})
+        if tc.eval_every > 0 and done % tc.eval_every == 0 and done != total and main:
+            tracker.log({"step": done, "split": "eval", **job.evaluate(model)})  # the others wait in the next step
         if tc.checkpoint_every > 0 and ((done % tc.checkpoint_every == 0 and done != total)
                                         or (done == total and job.checkpoint_at_end)):
-            run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()},
-                                {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                 "rng": rng_state(), "window": window, "config_hash": config_hash,
-                                 "last_loss": last_loss,
-                                 "train_s": train_s_before + time.perf_counter() - t_train})
+            rngs = distributed.gather(rng_state())  # every rank's dropout stream: an exact resume
+            if main:
+                run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()},
+                                    {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                                     "rng": rngs[0], "window": window, "config_hash": config_hash,
+                                     "last_loss": last_loss,
+                                     "train_s": train_s_before + time.perf_counter() - t_train}
+                                    | ({"rng_by_rank": rngs} if len(rngs) > 1 else {}))
         if tc.kill_after_steps and done == tc.kill_after_steps:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: a real crash, nothing gets cleaned up
     bar.close()
     train_s = time.perf_counter() - t_train
+    if not main:  # rank 0 evaluates and writes; this rank is done
+        result.steps, result.metrics = total, {"train_loss": last_loss}
+        return result
     final, timing, notes = job.final(model, run)
     tracker.log({"step": total, "split": "eval", **final})
     result.steps = total

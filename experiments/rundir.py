@@ -63,7 +63,12 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class RunDir:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        self.path.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as e:  # read-only folder, a file in the way, disk full: name it and the way out
+            raise type(e)(f"cannot create the run directory {self.path} ({e.strerror}: {e.filename}); point "
+                          "results_dir at a writable folder (results_dir=/some/writable/dir) or fix the permissions "
+                          "of the folder above it") from e
         self.final = self.path / "final.json"
         self.metrics = self.path / "metrics.jsonl"
         self.adapter = self.path / "adapter.safetensors"
@@ -125,15 +130,38 @@ class RunDir:
                 old.unlink(missing_ok=True)
 
     def load_checkpoint(self) -> Optional[tuple[int, dict[str, torch.Tensor], dict]]:
-        """(step, trainable tensors, state) of the latest complete checkpoint, or None."""
+        """(step, trainable tensors, state) of the latest complete checkpoint, or None.
+
+        An unreadable checkpoint (a file truncated or damaged after it was written, latest.json garbage) is not
+        fatal: it is named in a warning, dropped with the metrics logged after it, and the run starts from scratch.
+        """
         latest = self.ckpt / "latest.json"
         if not latest.exists():
             return None
         from lora.io import read_safetensors
 
-        step = int(json.loads(latest.read_text())["step"])
-        tensors = read_safetensors(self.ckpt / f"step_{step:07d}.safetensors")
-        state = torch.load(self.ckpt / f"step_{step:07d}.pt", weights_only=True)
+        bad = latest
+        try:
+            step = json.loads(latest.read_text())["step"]
+            if not isinstance(step, int) or isinstance(step, bool) or step < 0:
+                raise ValueError(f"step {step!r} is not a step number")
+            for bad in (self.ckpt / f"step_{step:07d}.safetensors", self.ckpt / f"step_{step:07d}.pt"):
+                if not bad.is_file():
+                    raise FileNotFoundError(f"latest.json names step {step}, but its file is missing")
+            bad = self.ckpt / f"step_{step:07d}.safetensors"
+            tensors = read_safetensors(bad)
+            bad = self.ckpt / f"step_{step:07d}.pt"
+            state = torch.load(bad, weights_only=True)
+            if not isinstance(state, dict):
+                raise ValueError(f"holds a {type(state).__name__}, not a state dict")
+        except Exception as e:  # noqa: BLE001 - any way a file can be damaged; the run is redone, never lost
+            why = str(e).split("\n")[0][:200]
+            print(f"warning: checkpoint file {bad} is unreadable ({type(e).__name__}: {why}); dropping "
+                  f"{self.ckpt} and starting this run from scratch", file=sys.stderr, flush=True)
+            if int(os.environ.get("RANK", "0")) == 0:  # under torchrun every rank reads; rank 0 alone writes
+                self.drop_checkpoint()
+                self.metrics.unlink(missing_ok=True)  # its rows belong to the dropped progress
+            return None
         return step, tensors, state
 
     # ----------------------------------------------------------------------------------------- ownership
@@ -159,6 +187,7 @@ class RunDir:
                 return owner or "unknown (a process that is starting)"
             with os.fdopen(fd, "w") as f:
                 f.write(me)
+            self.clean_stale_tmp()  # ours now: temp files in it are a killed owner's leftovers
             return None
         return None
 
@@ -166,10 +195,19 @@ class RunDir:
         self.lock_path.unlink(missing_ok=True)
 
     def drop_checkpoint(self) -> None:
+        """latest.json goes first: a kill halfway never leaves it naming deleted files."""
         if self.ckpt.exists():
+            (self.ckpt / "latest.json").unlink(missing_ok=True)
             for p in self.ckpt.iterdir():
-                p.unlink()
+                p.unlink(missing_ok=True)
             self.ckpt.rmdir()
+
+    def clean_stale_tmp(self) -> None:
+        """Remove temp files of atomic writes a killed process never finished (only the lock holder may)."""
+        for d in (self.path, self.ckpt):
+            if d.is_dir():
+                for p in d.glob(".*.tmp"):
+                    p.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:

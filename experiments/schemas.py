@@ -80,6 +80,7 @@ class TrainConfig:
     eval_batch_size: int = 64
     log_every: int = 10  # steps between train-loss rows in metrics.jsonl
     threads: int = 0  # torch threads; 0 = every core this process may use
+    device: str = "auto"  # auto (the local rank's GPU when CUDA is visible, else cpu) | cpu | cuda | cuda:N
     kill_after_steps: int = 0  # test hook: SIGKILL this process after that many steps (a crash to resume from)
     # added for the GPT-2 generation recipe (paper Table 11); the defaults leave classification runs unchanged
     warmup_steps: int = 0  # > 0: linear warmup over this many steps instead of warmup_ratio (scaled down with a step cap)

@@ -12,12 +12,16 @@ The run directory is results/runs/<scale>/<experiment>/<overrides>,seed=<seed> (
 final.json says success is skipped; a killed run resumes from its checkpoint; a failed or diverged one restarts.
 A failure writes final.json (status failed, the error) and then: single run -> the exception propagates (non-zero
 exit); multirun -> it is logged and the sweep goes on with the next run.
+
+Data-parallel over N processes: `torchrun --nproc_per_node N -m experiments.train ...` (experiments/distributed.py);
+rank 0 writes the run directory, the others only train.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import logging
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -26,12 +30,12 @@ from typing import Optional
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from experiments import schemas
+from experiments import distributed, schemas
 
 log = logging.getLogger(__name__)
 # keys that do not change what a run computes (also kept out of the directory name, conf/config.yaml)
 NOT_COMPUTED = ("logger", "results_dir", "lr_by_method")  # lr_by_method: only train.lr, resolved from it, counts
-NOT_COMPUTED_TRAIN = ("threads", "kill_after_steps", "eval_batch_size", "checkpoint_every")
+NOT_COMPUTED_TRAIN = ("threads", "device", "kill_after_steps", "eval_batch_size", "checkpoint_every")
 GENERATION_OUTPUTS = ("predictions.txt", "references.txt", "inputs.jsonl")  # experiments/generate.py writes them
 
 
@@ -115,26 +119,23 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
 
         run_dir = HydraConfig.get().runtime.output_dir
     rd = RunDir(run_dir)
+    distributed.init()
+    if not distributed.is_main():  # rank 0 takes the lock and says whether the run trains (after its clean-up)
+        skipped = distributed.broadcast(None)
+        return skipped if skipped is not None else _run(cfg, rd)
     owner = rd.lock()
     if owner is not None:
         print(f"skipping {rd.path}: process {owner} is running it (delete {rd.lock_path} if it is not)", flush=True)
-        return {"status": "running", "owner": owner, "metrics": {}}
+        return distributed.broadcast({"status": "running", "owner": owner, "metrics": {}})
     try:
-        return _run(cfg, rd)
+        skipped = distributed.broadcast(_prepare(cfg, rd))
+        return skipped if skipped is not None else _run(cfg, rd)
     finally:
         rd.unlock()
 
 
-def _run(cfg: DictConfig, rd) -> dict:
-    import torch
-
-    import lora
-    import lora.io
-    from experiments import loop
-    from experiments.rundir import git_commit, git_dirty, package_versions
-    from experiments.tasks import load_task
-    from experiments.tracking import Tracker
-
+def _prepare(cfg: DictConfig, rd) -> Optional[dict]:
+    """final.json of a finished run to skip, or None once the directory is ready to (re)start or resume."""
     previous = rd.status()
     try:
         chash = config_hash(cfg)
@@ -153,7 +154,26 @@ def _run(cfg: DictConfig, rd) -> dict:
         rd.reset()
         for name in GENERATION_OUTPUTS:  # a generation run's files from an earlier attempt
             (rd.path / name).unlink(missing_ok=True)
+    return None
 
+
+def _run(cfg: DictConfig, rd) -> dict:
+    """Train and (rank 0) write the run directory; _prepare has run."""
+    import torch
+
+    import lora
+    import lora.io
+    from experiments import base_weights, loop
+    from experiments.launch import job_threads
+    from experiments.rundir import git_commit, git_dirty, package_versions
+    from experiments.tasks import load_task
+    from experiments.tracking import Tracker
+
+    main = distributed.is_main()
+    try:
+        chash = config_hash(cfg)
+    except Exception:  # noqa: BLE001 - an unresolvable config fails below, inside the recorded run
+        chash = None
     t0 = time.perf_counter()
     base = {"scale": cfg.scale.name, "experiment": cfg.experiment, "seed": cfg.seed,
             "versions": package_versions(), "git_commit": git_commit(), "git_dirty": git_dirty(),
@@ -164,7 +184,7 @@ def _run(cfg: DictConfig, rd) -> dict:
         obj: schemas.Config = OmegaConf.to_object(cfg)
         validate(obj)
         chash = chash or config_hash(cfg)
-        threads = loop.set_threads(obj.train.threads)
+        threads = loop.set_threads(job_threads(obj.train.threads))  # a parallel launcher's share of the cores
         task = load_task(obj.task, obj.scale)
         torch.manual_seed(obj.seed)  # classification head, LoRA A and tiny models' init follow the run's seed
         from experiments.models import load_model
@@ -174,16 +194,22 @@ def _run(cfg: DictConfig, rd) -> dict:
             raise ValueError(f"model {obj.model.name!r} comes without a tokenizer; set model.tokenizer to an "
                              "embedded model's name (e.g. minilm)")
         lora.apply_method(model, obj.method)
+        model.to(distributed.device(obj.train.device))
         counts = lora.count_parameters(model, exclude=obj.method.train_also)
         resume = (rd.ckpt / "latest.json").exists()
         tracker = Tracker(rd, obj.logger, name=rd.path.name, group=f"{obj.scale.name}/{obj.experiment}",
                           tags=[obj.scale.name, obj.method.name, obj.task.name, obj.model.name],
-                          config=OmegaConf.to_container(cfg, resolve=True), resume=resume)
+                          config=OmegaConf.to_container(cfg, resolve=True),
+                          resume=resume) if main else distributed.NoTracker()
         result = loop.train(model, tokenizer, task, obj, rd, tracker, chash)
+        if not main:
+            return {"status": result.status, "rank": distributed.rank(), "metrics": result.metrics}
         if result.status == "success":
             lora.io.save_adapter(model, rd.adapter, metadata={"method": obj.method.name, "model": obj.model.name,
                                                               "r": obj.method.r, "alpha": obj.method.alpha,
                                                               "task": obj.task.name, "steps": result.steps})
+            if obj.method.name in base_weights.LORA_METHODS:  # W0 under the adapters: ΔW vs W (Table 7, Figure 8)
+                base_weights.save(model, rd.path)
         rd.drop_checkpoint()
         final = base | {
             "status": result.status, "error": result.error, "metrics": result.metrics,
@@ -197,9 +223,11 @@ def _run(cfg: DictConfig, rd) -> dict:
     except Exception as e:  # noqa: BLE001 - recorded, then re-raised in a single run
         final = base | {"status": "failed", "error": f"{type(e).__name__}: {e}",
                         "traceback": traceback.format_exc(limit=8), "metrics": {}}
-        _finish(rd, final, t0, tracker)
+        if main:
+            _finish(rd, final, t0, tracker)
         if is_multirun():
-            log.error("run %s failed (%s); the sweep goes on", rd.path, final["error"])
+            if main:
+                log.error("run %s failed (%s); the sweep goes on", rd.path, final["error"])
             return final
         raise
     _finish(rd, final, t0, tracker)
@@ -222,4 +250,5 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    sys.argv += distributed.worker_hydra_overrides()
     main()

@@ -54,9 +54,11 @@ class MethodConfig:
             raise ValueError(f"unknown method {self.name!r}; known methods: {known}")
         if self.name in LORA_METHODS:
             if self.r < 1:
-                raise ValueError(f"method.r must be >= 1 for {self.name}, got {self.r}")
+                raise ValueError(f"method.r must be >= 1 for {self.name} (the rank of each update BA), got {self.r}; "
+                                 "the paper uses 1 to 64, e.g. method.r=8")
             if self.alpha <= 0:
-                raise ValueError(f"method.alpha must be > 0, got {self.alpha}")
+                raise ValueError(f"method.alpha must be > 0 (the update BA is scaled by alpha / r), got {self.alpha}; "
+                                 "e.g. method.alpha=8, or alpha = r for a scale of 1")
             if not 0.0 <= self.dropout < 1.0:
                 raise ValueError(f"method.dropout must be in [0, 1), got {self.dropout}")
             if not self.targets:
@@ -67,9 +69,11 @@ class MethodConfig:
             raise ValueError(f"method.drop_layers must be >= 0, got {self.drop_layers}")
         if self.name in PREFIX_EMBED_METHODS + PREFIX_LAYER_METHODS:
             if self.l_p < 0 or self.l_i < 0:
-                raise ValueError(f"method.l_p and method.l_i must be >= 0, got l_p={self.l_p}, l_i={self.l_i}")
+                raise ValueError(f"method.l_p and method.l_i must be >= 0 (prefix and infix lengths, in tokens), got "
+                                 f"l_p={self.l_p}, l_i={self.l_i}; e.g. method.l_p=8 method.l_i=8")
             if self.l_p + self.l_i == 0:
-                raise ValueError("prefix tuning needs l_p + l_i > 0")
+                raise ValueError("prefix tuning needs method.l_p + method.l_i > 0 (no trainable tokens otherwise); "
+                                 "e.g. method.l_p=8")
         if self.name == "ft_top" and self.top_k < 1:
             raise ValueError(f"method.top_k must be >= 1, got {self.top_k}")
         return self

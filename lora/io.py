@@ -44,13 +44,15 @@ def _check_exists(path: str | os.PathLike) -> None:
         raise FileNotFoundError(f"no adapter file at {path}; check the run directory (is the run finished?)")
 
 
-def read_safetensors(path: str | os.PathLike) -> dict[str, torch.Tensor]:
-    """Load a safetensors file: FileNotFoundError if missing, a ValueError naming it if truncated or corrupt."""
+def read_safetensors(path: str | os.PathLike, fix: str = "delete it and re-run to rebuild it"
+                     ) -> dict[str, torch.Tensor]:
+    """Load a safetensors file: FileNotFoundError if missing, a ValueError naming it (and `fix`) if truncated or
+    corrupt."""
     _check_exists(path)
     try:
         return load_file(str(path))
     except (SafetensorError, OSError, ValueError) as e:
-        raise ValueError(f"{path} is not a readable safetensors file ({e}); delete it and re-run to rebuild it") from e
+        raise ValueError(f"{path} is not a readable safetensors file ({e}): truncated or corrupt; {fix}") from e
 
 
 def trainable_state(model: nn.Module) -> dict[str, torch.Tensor]:
@@ -78,13 +80,31 @@ def _listed(names: list[str], limit: int = 8) -> str:
     return ", ".join(names[:limit]) + (f" … ({len(names) - limit} more)" if len(names) > limit else "") or "none"
 
 
+# a finished run is skipped while its final.json says success, so deleting the adapter alone rebuilds nothing
+_REBUILD_ADAPTER = ("copy it again from where it came from, or retrain it: delete the run directory's final.json and "
+                    "adapter.safetensors, then re-run the same command")
+
+
+def _origin(path: str | os.PathLike, saved: dict[str, torch.Tensor]) -> str:
+    """Where an adapter file that does not fit came from, as far as the file says: " (...)" or ""."""
+    if saved and all(k.startswith("base_model.model.") for k in saved):
+        return (" (it is a PEFT export, keys base_model.model.*: load it with peft.PeftModel.from_pretrained on its "
+                "base model, or load the run's own adapter.safetensors)")
+    try:
+        meta = adapter_metadata(path)
+    except ValueError:
+        meta = {}
+    said = ", ".join(f"{k}={meta[k]}" for k in ("model", "method", "r", "alpha", "task") if k in meta)
+    return f" (it was saved from {said})" if said else ""
+
+
 def load_adapter(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
     """Load parameters saved by `save_adapter` into a model that had the same method applied.
 
     strict: the file must hold exactly the model's trainable parameters. Not strict: load the keys the model has and
     ignore the rest. Shapes must match either way; nothing is copied unless every check passes.
     """
-    saved = read_safetensors(path)
+    saved = read_safetensors(path, fix=_REBUILD_ADAPTER)
     merged = [name for name, m in lora_modules(model).items() if m.merged]
     if merged:
         raise ValueError(f"LoRA layers {_listed(merged)} are merged, so loading new A, B would leave a stale ΔW in "
@@ -94,14 +114,14 @@ def load_adapter(model: nn.Module, path: str | os.PathLike, strict: bool = True)
     missing = sorted(set(trainable) - set(saved))
     unexpected = sorted(set(saved) - set(trainable if strict else own))
     if strict and (missing or unexpected):
-        raise ValueError(f"{path} does not fit this model: missing {_listed(missing)}; "
-                         f"unexpected {_listed(unexpected)}. Was it saved from the same model and method "
-                         "configuration (method, r, targets)? strict=False loads the keys that do fit")
+        raise ValueError(f"{path} does not fit this model{_origin(path, saved)}: missing {_listed(missing)}; "
+                         f"unexpected {_listed(unexpected)}. Load it into the model and method configuration "
+                         "(model, method, r, targets) it was trained with; strict=False loads the keys that do fit")
     mismatched = [f"{name} {tuple(t.shape)} vs model {tuple(own[name].shape)}"
                   for name, t in saved.items() if name in own and own[name].shape != t.shape]
     if mismatched:
-        raise ValueError(f"{path}: shapes differ from the model's (different rank or model size?): "
-                         f"{_listed(mismatched)}")
+        raise ValueError(f"{path}: shapes differ from the model's (different rank or model size?)"
+                         f"{_origin(path, saved)}: {_listed(mismatched)}")
     with torch.no_grad():
         for name, tensor in saved.items():
             if name in own:

@@ -7,6 +7,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from tests.conftest import PY, REPO, compose
@@ -172,3 +174,35 @@ def test_a_run_held_by_a_live_process_is_left_alone(smoke, env, tmp_path):
     dead.wait()
     (run_dir / ".lock").write_text(f"{socket.gethostname()}:{dead.pid}")
     assert run_inprocess(smoke, run_dir)["status"] == "success" and not (run_dir / ".lock").exists()
+
+
+def test_lora_run_saves_its_base_weights_and_they_can_be_rebuilt(smoke, env, tmp_path):
+    from experiments import base_weights
+
+    run_dir = tmp_path / "run"
+    assert run_inprocess(smoke + ["method.targets=[q,v]"], run_dir)["status"] == "success"
+    saved = load_file(str(run_dir / base_weights.FILE))
+    modules = {k.rsplit(".lora_", 1)[0] for k in load_file(str(run_dir / "adapter.safetensors")) if ".lora_" in k}
+    assert set(saved) == {f"{m}.weight" for m in modules} and len(modules) == 4  # q, v of 2 layers
+    # the frozen W0, not W0 + BA: rebuilding the model from the run's config gives the same tensors
+    (run_dir / ".hydra").mkdir()
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose(smoke + ["method.targets=[q,v]"])))
+    (run_dir / base_weights.FILE).unlink()
+    base_weights.write_for_run(run_dir)
+    rebuilt = load_file(str(run_dir / base_weights.FILE))
+    assert all(torch.equal(saved[k], rebuilt[k]) for k in saved)
+
+
+def test_non_lora_runs_write_no_base_weights(smoke, env, tmp_path):
+    run_dir = tmp_path / "run"
+    assert run_inprocess(smoke + ["method=bitfit"], run_dir)["status"] == "success"
+    assert not (run_dir / "base_weights.safetensors").exists()
+
+
+def test_cuda_requested_without_cuda_fails_clearly(smoke, env, tmp_path):
+    import torch as _torch
+
+    if _torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match=r"train.device=cuda but torch sees no CUDA device.*train.device=cpu"):
+        run_inprocess(smoke + ["train.device=cuda"], tmp_path / "run")

@@ -155,16 +155,55 @@ def _missing(task: GlueTask, what: str, looked: str, hub_error: Exception) -> Da
                         f"LORA_DATA_DIR to the folder holding {task.folder}/) or make the hub reachable.")
 
 
+def _innermost(e: BaseException) -> str:
+    """The root cause of a chain (datasets wraps the parser's error, which names the line, in its own)."""
+    seen = {id(e)}
+    while (nxt := e.__cause__ or e.__context__) is not None and id(nxt) not in seen:
+        seen.add(id(nxt))
+        e = nxt
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
+
+
+def _read(task: GlueTask, path, file: str) -> list[dict]:
+    try:
+        return data.read_jsonl(path) if file.endswith(".jsonl") else data.read_tsv(path, task.columns)
+    except OSError:  # missing or unreadable (permissions): its own message says so
+        raise
+    except Exception as e:  # noqa: BLE001 - pandas/json/datasets errors: one message naming the file
+        raise ValueError(f"{path} is malformed ({_innermost(e)}); fix or delete that line, or restore the file "
+                         f"from the original {task.name} download") from e
+
+
+def _brief(row: dict) -> str:
+    """Every field of a row, long texts cut, so the broken field (often the last) stays in view."""
+    cut = {k: v[:40] + "…" if isinstance(v, str) and len(v) > 40 else v for k, v in row.items()}
+    return str(cut)
+
+
+def _examples(task: GlueTask, rows: list[dict], where, a: str, b, label: str) -> list[Example]:
+    """Rows -> examples; a row that does not convert is named by number and content."""
+    convert = _converter(task)
+    try:
+        return data.to_examples(rows, a, b, label, convert)
+    except (KeyError, ValueError, TypeError) as e:
+        for i, row in enumerate(rows):  # the error path only: find the first bad row
+            try:
+                data.to_examples([row], a, b, label, convert)
+            except (KeyError, ValueError, TypeError) as row_error:
+                what = (f"no column {row_error}; its columns are {list(row)}" if isinstance(row_error, KeyError)
+                        else str(row_error))
+                raise ValueError(f"{where}, data row {i + 1}: {what}; the row reads {_brief(row)}. Fix or "
+                                 "delete that line (a missing tab or a cut-off line?), or restore the file from the "
+                                 f"original {task.name} download") from e
+        raise
+
+
 def load_split(task: GlueTask, file: str, hub: str) -> list[Example]:
     """One split: the local file if the task folder has it, else the hub."""
     folder = data.task_folder(task.folder)
     if folder is not None and (folder / file).is_file():
         path = folder / file
-        if file.endswith(".jsonl"):
-            rows = data.read_jsonl(path)
-        else:
-            rows = data.read_tsv(path, task.columns)
-        return data.to_examples(rows, task.a, task.b, task.label, _converter(task))
+        return _examples(task, _read(task, path, file), path, task.a, task.b, task.label)
     try:
         return _from_hub(task, hub)
     except DataNotFound as e:
@@ -175,8 +214,15 @@ def load_mnli_train() -> tuple[list[Example], str]:
     """Every MNLI train pair available offline (9,999) and where they came from; the hub's 392,702 if no folder."""
     folder = data.task_folder("mnli")
     if folder is not None and all((folder / f).is_file() for f in MNLI_TRAIN_FILES):
-        rows = [r for f in MNLI_TRAIN_FILES for r in data.read_json_records(folder / f)]
-        return data.to_examples(rows, "text_a", "text_b", "label", _converter(TASKS["mnli"])), "offline subsets"
+        examples = []
+        for f in MNLI_TRAIN_FILES:
+            try:
+                rows = data.read_json_records(folder / f)
+            except ValueError as e:  # json.JSONDecodeError names the line, not the file
+                raise ValueError(f"{folder / f} is not valid JSON ({e}); restore it from the original MNLI "
+                                 "download") from e
+            examples += _examples(TASKS["mnli"], rows, folder / f, "text_a", "text_b", "label")
+        return examples, "offline subsets"
     return load_mnli_train_hub(), "hub"
 
 

@@ -1,0 +1,78 @@
+"""The frozen weights W0 under a LoRA run's adapters, written beside them as `base_weights.safetensors`.
+
+ΔW versus W (the paper's Table 7, Figure 8 and the amplification factor of H.4) needs W0 of every adapted matrix;
+the adapter file holds only A and B. The runner writes this file at the end of every LoRA run; for runs made before
+it did (their config is in `.hydra/config.yaml`), write it afterwards:
+
+    python -m experiments.base_weights results/runs/local/table15/row=lora_qv_r64,seed=0 [more run dirs ...]
+
+Keys are `<module>.weight` in the model's own layout (nn.Linear out × in, GPT-2's Conv1D in × out), as
+analysis/subspace.py reads them. About 1 MB per adapted 384 × 384 matrix in float32 (MiniLM: 12 MB for q, v).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from torch import nn
+
+FILE = "base_weights.safetensors"
+LORA_METHODS = ("lora", "lora_pe", "lora_pl")
+
+
+def base_weights(model: nn.Module) -> dict:
+    """`<module>.weight` -> W0 of every LoRA layer's base projection (unmerged: W0 itself, not W0 + BA)."""
+    from lora.layers import lora_modules
+
+    out = {}
+    for name, m in lora_modules(model).items():
+        if m.merged:
+            raise ValueError(f"{name} is merged: W0 + BA is not the base weight; unmerge first")
+        out[f"{name}.weight"] = m.base.weight.detach()
+    return out
+
+
+def save(model: nn.Module, run_dir: str | Path) -> Path:
+    from lora.io import atomic_save_safetensors
+
+    path = Path(run_dir) / FILE
+    atomic_save_safetensors(base_weights(model), path)
+    return path
+
+
+def write_for_run(run_dir: str | Path) -> Path:
+    """Rebuild a finished LoRA run's model from its saved config (weights from the model files, not the adapter)
+    and write its base weights."""
+    import torch
+    from omegaconf import OmegaConf
+
+    import lora
+    from experiments import schemas
+    from experiments.models import load_model
+
+    run_dir = Path(run_dir)
+    config = run_dir / ".hydra" / "config.yaml"
+    if not config.is_file():
+        raise FileNotFoundError(f"{config} not found: {run_dir} is not a run directory written by experiments.train")
+    cfg = OmegaConf.merge(OmegaConf.structured(schemas.Config), OmegaConf.load(config))
+    obj = OmegaConf.to_object(cfg)
+    if obj.method.name not in LORA_METHODS:
+        raise ValueError(f"{run_dir} ran method {obj.method.name!r}: only LoRA runs have base weights under adapters")
+    torch.manual_seed(obj.seed)  # a random-init (smoke) model is rebuilt as the run built it; the head comes last
+    model, _ = load_model(obj.model, with_tokenizer=False)
+    lora.apply_method(model, obj.method)
+    return save(model, run_dir)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run_dirs", nargs="+", type=Path)
+    args = parser.parse_args(argv)
+    for d in args.run_dirs:
+        print(write_for_run(d), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,216 @@
+"""Bad input, one row each: the error names the problem and the way out, and nothing half-written stays behind
+(a final.json with status failed and the error is the designed record of a failed run).
+
+Cases run in this process (Hydra compose + experiments.train.run) except where Hydra itself reports at start-up.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+from tests.conftest import PY, REPO, SMOKE, compose
+
+
+def with_overrides(base: list[str], extra: list[str]) -> list[str]:
+    """`extra` replaces the entries of `base` with the same key (Hydra refuses two values for one group)."""
+    keys = {o.split("=", 1)[0] for o in extra}
+    return [o for o in base if o.split("=", 1)[0] not in keys] + list(extra)
+
+
+def overrides(*extra: str) -> Callable:
+    def case(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        from experiments.train import run
+
+        cfg = compose(with_overrides(SMOKE + [f"results_dir={tmp / 'results'}"], list(extra)))
+        run(cfg, run_dir=tmp / "results" / "run")
+    return case
+
+
+def cli(*extra: str) -> Callable:
+    def case(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        proc = subprocess.run([str(PY), "-m", "experiments.train",
+                               *with_overrides(SMOKE + [f"results_dir={tmp / 'results'}"], list(extra))],
+                              cwd=REPO, env=dict(os.environ), capture_output=True, text=True, timeout=120)
+        assert proc.returncode != 0, proc.stdout[-2000:]
+        raise RuntimeError(proc.stderr)
+    return case
+
+
+# ------------------------------------------------------------------------------------------- data cases
+def no_data_anywhere(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """LORA_DATA_DIR is an empty folder and the hub is off: nothing to fall back on."""
+    import datasets
+    import huggingface_hub
+
+    (tmp / "empty").mkdir()
+    mp.setenv("LORA_DATA_DIR", str(tmp / "empty"))
+    mp.setenv("HF_DATASETS_OFFLINE", "1")
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    # read once at import: an earlier test may have imported them
+    mp.setattr(datasets.config, "HF_HUB_OFFLINE", True, raising=False)
+    mp.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True, raising=False)
+    overrides()(tmp, mp)
+
+
+def broken_rte(edit: Callable[[str], str]) -> Callable:
+    """task=rte on a copy of the real RTE files whose 5th data row is broken by `edit`."""
+    def case(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        from experiments.data import task_folder
+
+        src = task_folder("glue", "RTE")
+        if src is None:
+            pytest.skip("needs the GLUE RTE files (LORA_DATA_DIR)")
+        dst = tmp / "data" / "glue" / "RTE"
+        dst.mkdir(parents=True)
+        for name in ("train.tsv", "dev.tsv"):
+            shutil.copy(src / name, dst / name)
+        lines = (dst / "train.tsv").read_text(encoding="utf-8").splitlines(keepends=True)
+        lines[5] = edit(lines[5])
+        (dst / "train.tsv").write_text("".join(lines), encoding="utf-8")
+        mp.setenv("LORA_DATA_DIR", str(tmp / "data"))
+        overrides("task=rte")(tmp, mp)
+    return case
+
+
+# ------------------------------------------------------------------------------------------- output cases
+def read_only_results(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    (tmp / "ro").mkdir(mode=0o500)
+    try:
+        from experiments.train import run
+
+        run(compose(SMOKE + [f"results_dir={tmp / 'ro'}"]), run_dir=tmp / "ro" / "runs" / "run")
+    finally:
+        (tmp / "ro").chmod(0o700)  # let pytest clean up
+
+
+def results_under_a_file(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """Fails for root too (permissions do not stop root; a file in the path does)."""
+    (tmp / "afile").write_text("not a folder\n")
+    from experiments.train import run
+
+    run(compose(SMOKE + [f"results_dir={tmp / 'afile'}"]), run_dir=tmp / "afile" / "runs" / "run")
+
+
+# ------------------------------------------------------------------------------------------- adapter cases
+def _tiny(family: str):
+    import torch
+
+    import lora
+    from tests import tiny
+
+    torch.manual_seed(0)
+    model = tiny.FAMILIES[family]()
+    lora.apply_method(model, lora.MethodConfig(name="lora", r=4, alpha=8))
+    return model
+
+
+def adapter_of_another_model(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    from lora.io import load_adapter, save_adapter
+
+    path = tmp / "in" / "adapter.safetensors"
+    save_adapter(_tiny("llama"), path, metadata={"method": "lora", "model": "tiny_llama", "r": 4, "alpha": 8,
+                                                  "task": "e2e"})
+    load_adapter(_tiny("bert"), path)
+
+
+def peft_export_of_another_model(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    from lora.io import export_peft, load_adapter
+
+    out = export_peft(_tiny("llama"), tmp / "in" / "peft", base_model_name_or_path="tiny_llama")
+    load_adapter(_tiny("bert"), out / "adapter_model.safetensors")
+
+
+# ------------------------------------------------------------------------------------------- the table
+as_root = pytest.mark.skipif(hasattr(os, "geteuid") and os.geteuid() == 0, reason="root ignores permissions")
+
+CASES = [
+    # unknown names: Hydra lists the options of the group; our own checks list the known values
+    pytest.param(cli("method=foo"), r"Could not find 'method/foo'\s+Available options in 'method':(\s+\w+)*\s+lora\s",
+                 id="unknown-method-cli"),
+    pytest.param(overrides("method.name=foo"), r"unknown method 'foo'; known methods: full, ft_top, bitfit, .*lora_pl",
+                 id="unknown-method-name"),
+    pytest.param(overrides("model=foo"), r"Could not find 'model/foo'\s+Available options in 'model':.*tiny_bert",
+                 id="unknown-model"),
+    pytest.param(overrides("task=foo"), r"Could not find 'task/foo'\s+Available options in 'task':.*mnli_n",
+                 id="unknown-task"),
+    pytest.param(overrides("task.name=foo"), r"unknown task 'foo'; classification tasks: .*rte.*; generation tasks "
+                 r"\(task.kind=generation\): e2e", id="unknown-task-name"),
+    pytest.param(overrides("scale=huge"), r"Could not find 'scale/huge'\s+Available options in 'scale':.*smoke",
+                 id="unknown-scale"),
+    # method values
+    pytest.param(overrides("method.r=0"), r"method\.r must be >= 1 for lora .*got 0; .*e\.g\. method\.r=8",
+                 id="rank-zero"),
+    pytest.param(overrides("method.alpha=0"), r"method\.alpha must be > 0 .*got 0\.0; e\.g\. method\.alpha=8",
+                 id="alpha-zero"),
+    pytest.param(overrides("method.alpha=-16"), r"method\.alpha must be > 0 .*got -16\.0; e\.g\. method\.alpha=8",
+                 id="alpha-negative"),
+    pytest.param(overrides("method.targets=[x]"), r"target role 'x' does not exist in a bert model; it has: q, k, v, "
+                 r"o, mlp_in, mlp_out, mlp", id="target-role-the-model-lacks"),
+    pytest.param(overrides("method=prefix_embed", "method.l_p=-1"), r"method\.l_p and method\.l_i must be >= 0 .*got "
+                 r"l_p=-1, l_i=8; e\.g\. method\.l_p=8", id="prefix-length-negative"),
+    # data
+    pytest.param(overrides("task.n=10000"), r"n=10000 .*needs 10000 training pairs, but only \d+ are available "
+                 r"\(offline subsets\); lower task\.n", id="mnli-n-larger-than-the-data"),
+    pytest.param(no_data_anywhere, r"mnli train: not in \S+/empty/mnli/\S+ and the hub copy nyu-mll/glue/mnli "
+                 r"\[train\] is not reachable .*set LORA_DATA_DIR to the folder holding mnli/\) or make the hub "
+                 r"reachable",
+                 id="no-data-folder-and-no-hub"),
+    pytest.param(broken_rte(lambda line: line.split("\t")[0] + "\ta line cut short\n"),
+                 r"RTE/train\.tsv, data row 5: rte: unknown label ''.*the row reads \{'index': 4, 'sentence1': 'a "
+                 r"line cut short', 'sentence2': '', 'label': ''\}\. Fix or delete that line", id="data-row-cut-short"),
+    pytest.param(broken_rte(lambda line: line.rstrip("\n") + "\tstray\tcolumns\n"),
+                 r"RTE/train\.tsv is malformed \(ParserError: .*Expected 4 fields in line 6, saw 6\); fix or delete "
+                 r"that line", id="data-row-extra-fields"),
+    pytest.param(broken_rte(lambda line: line.rsplit("\t", 1)[0] + "\tmaybe\n"),
+                 r"RTE/train\.tsv, data row 5: rte: unknown label 'maybe'; expected an id or one of \['entailment', "
+                 r"'not_entailment'\]", id="data-row-unknown-label"),
+    # types and places
+    pytest.param(overrides("train.lr=abc"), r"train\.lr=abc.*Value 'abc' of type 'str' could not be converted to "
+                 r"Float\s+full_key: train\.lr", id="override-of-the-wrong-type"),
+    pytest.param(read_only_results, r"cannot create the run directory \S+ \(Permission denied.*point results_dir at a "
+                 r"writable folder", id="results-dir-read-only", marks=as_root),
+    pytest.param(results_under_a_file, r"cannot create the run directory \S+ \(Not a directory: \S+afile\S*\); point "
+                 r"results_dir at a writable folder", id="results-dir-under-a-file"),
+    # adapters
+    pytest.param(adapter_of_another_model, r"adapter\.safetensors does not fit this model \(it was saved from "
+                 r"model=tiny_llama, method=lora, r=4, alpha=8, task=e2e\): missing bert\..*; unexpected "
+                 r"model\.layers\..*\. Load it into the model and method configuration", id="adapter-of-another-model"),
+    pytest.param(peft_export_of_another_model, r"adapter_model\.safetensors does not fit this model \(it is a PEFT "
+                 r"export, .*: load it with peft\.PeftModel\.from_pretrained on its base model",
+                 id="peft-export-of-another-model"),
+]
+
+
+def message(e: BaseException) -> str:
+    """The error and its causes, as a user sees them (Hydra prints the cause under its own line)."""
+    parts, seen = [], set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        parts.append(f"{type(e).__name__}: {e}")
+        e = e.__cause__ or e.__context__
+    return "\n".join(parts)
+
+
+@pytest.mark.parametrize("case, pattern", CASES)
+def test_bad_input_fails_clearly_and_cleanly(case, pattern, env, tmp_path, monkeypatch):
+    import re
+
+    with pytest.raises(Exception) as info:
+        case(tmp_path, monkeypatch)
+    text = message(info.value)
+    assert re.search(pattern, text, re.S), text
+
+    # nothing half-written: no temp file, no checkpoint, no adapter; final.json only as the failed run's record
+    written = [p for p in tmp_path.rglob("*") if p.is_file() and "in" not in p.relative_to(tmp_path).parts[:1]]
+    assert not [p for p in written if p.name.endswith(".tmp")]
+    assert not [p for p in tmp_path.rglob("checkpoint")]
+    assert not [p for p in written if p.name == "adapter.safetensors"]
+    for final in [p for p in written if p.name == "final.json"]:
+        record = json.loads(final.read_text())
+        assert record["status"] == "failed" and re.search(pattern, record["error"], re.S), record
