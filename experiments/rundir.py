@@ -60,15 +60,20 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 
 
 # --------------------------------------------------------------------------------------------- the run folder
+def make_dir(path: str | os.PathLike, what: str = "run directory") -> Path:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # read-only folder, a file in the way, disk full: name it and the way out
+        raise type(e)(f"cannot create the {what} {path} ({e.strerror}: {e.filename}); point results_dir at a "
+                      "writable folder (results_dir=/some/writable/dir) or fix the permissions of the folder above "
+                      "it") from e
+    return path
+
+
 class RunDir:
     def __init__(self, path: str | os.PathLike):
-        self.path = Path(path)
-        try:
-            self.path.mkdir(parents=True, exist_ok=True)
-        except OSError as e:  # read-only folder, a file in the way, disk full: name it and the way out
-            raise type(e)(f"cannot create the run directory {self.path} ({e.strerror}: {e.filename}); point "
-                          "results_dir at a writable folder (results_dir=/some/writable/dir) or fix the permissions "
-                          "of the folder above it") from e
+        self.path = make_dir(path)
         self.final = self.path / "final.json"
         self.metrics = self.path / "metrics.jsonl"
         self.adapter = self.path / "adapter.safetensors"

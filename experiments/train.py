@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Optional
 
 import hydra
+from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from experiments import distributed, schemas
@@ -242,6 +243,20 @@ def _finish(rd, final: dict, t0: float, tracker) -> None:
     if tracker is not None:
         tracker.finish(final)
     atomic_write_json(rd.final, final)  # last: its presence means the run is over
+
+
+class OutputDirCheck(Callback):
+    """Registered in conf/config.yaml: Hydra creates the output folder before any of our code runs, so an unwritable
+    results_dir would end in Hydra's bare OSError. Hydra 1.3 turns a callback's exception into a warning (it cannot
+    stop the run), so this prints our message, with the way out, just above Hydra's."""
+
+    def on_run_start(self, config: DictConfig, **kwargs) -> None:
+        from experiments.rundir import make_dir
+
+        if distributed.is_main():
+            make_dir(config.results_dir, "results directory")
+
+    on_multirun_start = on_run_start
 
 
 @hydra.main(version_base="1.3", config_path="../conf", config_name="config")

@@ -177,6 +177,8 @@ CASES = [
                  r"writable folder", id="results-dir-read-only", marks=as_root),
     pytest.param(results_under_a_file, r"cannot create the run directory \S+ \(Not a directory: \S+afile\S*\); point "
                  r"results_dir at a writable folder", id="results-dir-under-a-file"),
+    pytest.param(cli("results_dir=/dev/null/results"), r"cannot create the results directory /dev/null/results \(Not a "
+                 r"directory: \S+\); point results_dir at a writable folder", id="results-dir-under-a-file-cli"),
     # adapters
     pytest.param(adapter_of_another_model, r"adapter\.safetensors does not fit this model \(it was saved from "
                  r"model=tiny_llama, method=lora, r=4, alpha=8, task=e2e\): missing bert\..*; unexpected "
