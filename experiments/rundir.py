@@ -175,18 +175,22 @@ class RunDir:
         return self.path / ".lock"
 
     def lock(self) -> Optional[str]:
-        """Take the run for this process: None when taken, else the live owner ("host:pid") that holds it. A lock
-        whose process is gone (killed) is taken over; one from another host is trusted (its pid cannot be checked)."""
-        me = f"{socket.gethostname()}:{os.getpid()}"
+        """Take the run for this process: None when taken, else the live owner ("host:pid[:slurm job]") that holds
+        it. A lock whose process is gone (killed) is taken over; one from another host is trusted (its pid cannot be
+        checked) unless it names this SLURM job: a job killed and requeued onto another node takes its run back."""
+        job = os.environ.get("SLURM_JOB_ID", "")
+        me = f"{socket.gethostname()}:{os.getpid()}" + (f":{job}" if job else "")
         for _ in range(2):
             try:
                 fd = os.open(self.lock_path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
             except FileExistsError:
                 owner = self.lock_path.read_text().strip() if self.lock_path.exists() else ""
-                host, _, pid = owner.partition(":")
+                host, _, rest = owner.partition(":")
+                pid, _, owner_job = rest.partition(":")
                 if owner == me:
                     return None
-                if host == socket.gethostname() and pid.isdigit() and not _alive(int(pid)):
+                same_host_dead = host == socket.gethostname() and pid.isdigit() and not _alive(int(pid))
+                if same_host_dead or (job and owner_job == job):
                     self.lock_path.unlink(missing_ok=True)  # left by a killed process
                     continue
                 return owner or "unknown (a process that is starting)"

@@ -176,6 +176,16 @@ def test_a_run_held_by_a_live_process_is_left_alone(smoke, env, tmp_path):
     assert run_inprocess(smoke, run_dir)["status"] == "success" and not (run_dir / ".lock").exists()
 
 
+def test_a_requeued_slurm_job_takes_its_run_back_from_another_node(smoke, env, tmp_path, monkeypatch):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / ".lock").write_text("node-17:4242:991")  # another host: its pid cannot be checked
+    monkeypatch.setenv("SLURM_JOB_ID", "990")
+    assert run_inprocess(smoke, run_dir)["status"] == "running"  # another job's run: left alone
+    monkeypatch.setenv("SLURM_JOB_ID", "991")  # the same job, requeued onto this node
+    assert run_inprocess(smoke, run_dir)["status"] == "success"
+
+
 def test_lora_run_saves_its_base_weights_and_they_can_be_rebuilt(smoke, env, tmp_path):
     from experiments import base_weights
 
