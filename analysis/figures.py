@@ -106,7 +106,7 @@ def figure3(frame, scale, out_dir: Optional[Path] = None, r1: int = 8, r2: int =
             roles: tuple[str, ...] = ("q", "v")) -> FigureResult:
     """Figure 3/6: φ(A_{r=8}, A_{r=64}, i, j), i ≤ 8, j ≤ 64, for ΔW_q and ΔW_v, same seed."""
     out_dir = Path(out_dir or RESULTS / "figures" / scale)
-    runs1, runs2 = (subspace.lora_runs(frame, r=r, role=roles[0]) for r in (r1, r2))
+    runs1, runs2 = (subspace.lora_runs(frame, r=r, roles=roles) for r in (r1, r2))
     pair = _pairs_of_runs(runs1, runs2, same_seed=True) if len(runs1) and len(runs2) else None
     if pair is None:
         return FigureResult("figure3", (), f"figure3: needs successful LoRA runs with an adapter at r={r1} and "
@@ -120,7 +120,7 @@ def figure4(frame, scale, out_dir: Optional[Path] = None, r: int = 64,
             roles: tuple[str, ...] = ("q", "v")) -> FigureResult:
     """Figure 4/7: φ between A_{r=64} of two randomly seeded runs."""
     out_dir = Path(out_dir or RESULTS / "figures" / scale)
-    runs = subspace.lora_runs(frame, r=r, role=roles[0])
+    runs = subspace.lora_runs(frame, r=r, roles=roles)
     pair = _pairs_of_runs(runs, runs, same_seed=False) if len(runs) > 1 else None
     if pair is None:
         return FigureResult("figure4", (), f"figure4: needs two successful LoRA runs with an adapter at r={r} on "
@@ -130,10 +130,11 @@ def figure4(frame, scale, out_dir: Optional[Path] = None, r: int = 64,
 
 
 def figure8(frame, scale, out_dir: Optional[Path] = None, role: str = "q", layer: Optional[int] = None,
-            imax: int = 512, jmax: int = 64, seed: int = 1234) -> FigureResult:
-    """Figure 8: φ(W_q, ΔW_q, i, j) (left singular directions) for every rank r we ran, and a random matrix."""
+            imax: int = 512, jmax: int = 64, seed: int = 1234, roles: tuple[str, ...] = ("q", "v")) -> FigureResult:
+    """Figure 8: φ(W_q, ΔW_q, i, j) (left singular directions) for every rank r we ran, and a random matrix; runs
+    that adapted exactly `roles` (the paper's W_q, W_v)."""
     out_dir = Path(out_dir or RESULTS / "figures" / scale)
-    runs = subspace.lora_runs(frame, role=role)
+    runs = subspace.lora_runs(frame, roles=roles)
     if len(runs):
         runs = runs[runs["run_dir"].map(lambda d: (Path(d) / "base_weights.safetensors").exists())]
     if not len(runs):

@@ -401,7 +401,8 @@ def table7(frame, scale, out_dir=None, results=None, experiments=None, layer: Op
              ("random", "‖UᵀW_qVᵀ‖_F, U,V of a random matrix"), ("norm_w", "‖W_q‖_F"),
              ("norm_delta", "‖ΔW_q‖_F"), ("amplification", "amplification ‖ΔW_q‖_F / ‖UᵀW_qVᵀ‖_F")]
     for pub in paper.TABLE7:
-        runs = subspace.lora_runs(scale_frame, r=pub.r, role=role) if not scale_frame.empty else scale_frame
+        # the paper's ΔW_q comes from adapting W_q and W_v: other target sets at the same r are other experiments
+        runs = subspace.lora_runs(scale_frame, r=pub.r, roles=("q", "v")) if not scale_frame.empty else scale_frame
         used.append(runs)
         found, why = [], "missing" if runs.empty else ""
         for _, run in runs.iterrows():
