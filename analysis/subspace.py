@@ -184,16 +184,15 @@ def delta_vs_w(W: np.ndarray, dW: np.ndarray, r: int, seed: int = 1234) -> Delta
 
 
 # --------------------------------------------------------------------------------------- from run directories
-LORA_METHODS = ("lora", "lora_pe", "lora_pl")
 
 
 def lora_runs(frame, r: Optional[int] = None, role: Optional[str] = None, seed: Optional[int] = None,
-              roles: Optional[tuple[str, ...]] = None):
-    """Successful LoRA runs of collect's frame with rank r whose targets include `role` (or are exactly `roles`)
-    and that saved an adapter, sorted by seed."""
+              roles: Optional[tuple[str, ...]] = None, methods: tuple[str, ...] = ("lora",)):
+    """Successful runs of `methods` (plain LoRA by default: LoRA+PE/PL train a prefix too) in collect's frame with
+    rank r whose targets include `role` (or are exactly `roles`) and that saved an adapter, sorted by seed."""
     if frame.empty:
         return frame
-    keep = frame["status"].eq("success") & frame["method"].isin(LORA_METHODS)
+    keep = frame["status"].eq("success") & frame["method"].isin(methods)
     if r is not None:
         keep &= frame["r"].map(lambda v: v is not None and v == v and int(v) == r)
     if role is not None:

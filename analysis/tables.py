@@ -386,10 +386,11 @@ def table17(frame, scale, out_dir=None, results=None, experiments=("table16",)) 
     return TableResult("table17", tidy_frame, md, paths)
 
 
-def table7(frame, scale, out_dir=None, results=None, experiments=None, layer: Optional[int] = None,
+def table7(frame, scale, out_dir=None, results=None, experiments=("table15",), layer: Optional[int] = None,
            role: str = "q") -> TableResult:
     """ΔW_q vs W_q (Table 7) and the amplification factor (H.4) from our LoRA runs at r=4 and r=64 that saved
-    `base_weights.safetensors`; the layer is the middle one (the paper's 48th of 96) unless given."""
+    `base_weights.safetensors`; the layer is the middle one (the paper's 48th of 96) unless given. Runs come from
+    one study (default Table 15's MNLI folder): averaging ΔW of different models or tasks would mean nothing."""
     from analysis import subspace  # torch is needed here only
 
     scale_frame = frame[frame["scale"].eq(scale)] if not frame.empty else frame
