@@ -348,6 +348,18 @@ def _config_value(runs: pd.DataFrame, key: str) -> list:
     return []
 
 
+def _epochs_run(runs: pd.DataFrame) -> list:
+    """Epochs each run trained (steps × batch × grad_accum / n), where its final.json says how many steps."""
+    out = set()
+    for _, run in runs.iterrows():
+        steps, n, batch = run.get("steps"), run.get("n"), run.get("cfg:train.batch_size")
+        accum = run.get("cfg:train.grad_accum", 1)
+        if any(v is None or v != v for v in (steps, n, batch)) or is_full(n):
+            return []
+        out.add(round(float(steps) * float(batch) * float(accum or 1) / float(n), 2))
+    return sorted(out)
+
+
 def table17(frame, scale, out_dir=None, results=None, experiments=("table16",)) -> TableResult:
     """Table 16's hyperparameters: the paper's beside those in the configs of our Table 16 runs (same/differs)."""
     scale_frame = frame[frame["scale"].eq(scale)] if not frame.empty else frame
@@ -367,6 +379,8 @@ def table17(frame, scale, out_dir=None, results=None, experiments=("table16",)) 
                 if h.method:
                     runs = runs[runs["method"].eq(h.method)]
             ours = _config_value(runs, h.config_key) if not runs.empty else []
+            if h.config_key == "epochs" and not runs.empty:  # what ran: a scale's step cap can cut the epochs
+                ours = _epochs_run(runs) or ours
             theirs = h.values[c.n]
             if runs.empty:
                 text, same = "missing", DASH
