@@ -12,9 +12,8 @@ optimizer sees the gradient of the global batch, as one process would, up to flo
 from a stream per rank (rank 0's is the single-process one), else every rank's slice would get the same masks;
 checkpoints keep every rank's RNG state, so a resume under the same number of processes is exact.
 
-Backends: gloo for CPU tensors; on a machine with CUDA, each rank takes GPU LOCAL_RANK and CUDA tensors go through
-NCCL. Models are built on the CPU today (experiments/models.py), so DDP's all-reduce is gloo until they are moved
-to the GPU; this file needs no change then.
+Backends: gloo for CPU tensors; on a machine with CUDA, each rank takes GPU LOCAL_RANK (`device`, train.device=auto)
+and CUDA tensors go through NCCL. The GPU path has not been run on a GPU yet.
 
 Rank 0 owns the run directory: lock, checkpoints, metrics.jsonl, evaluations, final.json, adapter, wandb. The other
 ranks write nothing (not even Hydra's .hydra/ and train.log: `worker_hydra_overrides`; Hydra does make the run's
