@@ -17,8 +17,9 @@ from pathlib import Path
 
 from torch import nn
 
+from lora.config import LORA_METHODS
+
 FILE = "base_weights.safetensors"
-LORA_METHODS = ("lora", "lora_pe", "lora_pl")
 
 
 def base_weights(model: nn.Module) -> dict:

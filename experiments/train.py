@@ -209,7 +209,7 @@ def _run(cfg: DictConfig, rd) -> dict:
             lora.io.save_adapter(model, rd.adapter, metadata={"method": obj.method.name, "model": obj.model.name,
                                                               "r": obj.method.r, "alpha": obj.method.alpha,
                                                               "task": obj.task.name, "steps": result.steps})
-            if obj.method.name in base_weights.LORA_METHODS:  # W0 under the adapters: ΔW vs W (Table 7, Figure 8)
+            if obj.method.name in lora.config.LORA_METHODS:  # W0 under the adapters: ΔW vs W (Table 7, Figure 8)
                 base_weights.save(model, rd.path)
         rd.drop_checkpoint()
         final = base | {
