@@ -12,11 +12,13 @@ import copy
 import gc
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
 from torch import nn
 
 import lora
+from experiments.loop import build_optimizer
 from lora.adapters import inject_adapters
 from lora.io import atomic_save_safetensors, save_adapter
 from lora.layers import inject_lora
@@ -104,7 +106,8 @@ def build_training(kind: str, config: str, s: Settings):
         raise ValueError(f"unknown training configuration {config!r}; known: {', '.join(TRAIN_CONFIGS)}")
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=s.lr)
+    # the training loop's optimizer (fused AdamW), so full FT is measured as `experiments.train` runs it
+    opt, _ = build_optimizer(model, SimpleNamespace(lr=s.lr, weight_decay=0.01), total=1, warmup=0)
     n, t = (s.dec_batch, s.dec_seq) if kind == "decoder" else (s.enc_batch, s.enc_seq)
     data = batch(kind, model, n, t)
 
@@ -207,7 +210,8 @@ def latency(s: Settings) -> dict:
 # ------------------------------------------------------------------------------------------------- 3. many adapters
 def mixed(s: Settings) -> dict:
     """A batch whose rows use K LoRA adapters: one lora.multi forward vs K forwards (one per adapter, its rows only,
-    LoRALinear wrappers around the same base) vs PEFT's mixed batch (adapter_names). Prefill forward, no KV cache."""
+    LoRALinear wrappers around the same base) vs PEFT's mixed batch (adapter_names). Measured twice: a forward over
+    the whole sequence (no KV cache), and greedy generation with a KV cache (one generate call vs K)."""
     from peft import get_peft_model
 
     model = load("decoder", s).eval()
@@ -250,6 +254,24 @@ def mixed(s: Settings) -> dict:
             "sequential": sequential,
             "peft": lambda: peft_model(input_ids=ids, adapter_names=rows, use_cache=False).logits}
     prepare = {"mixed": lambda: swap.install("mixed"), "sequential": lambda: None, "peft": lambda: swap.restore()}
+
+    # the same three paths generating: greedy, a KV cache, exactly gen_new_tokens new tokens per row
+    prompt = ids[:, :s.gen_prompt]
+    gen = dict(max_new_tokens=s.gen_new_tokens, min_new_tokens=s.gen_new_tokens, do_sample=False, num_beams=1,
+               pad_token_id=0)
+
+    def generate_sequential():
+        outs = []
+        for name in names:
+            swap.install(name)
+            outs.append(model.generate(prompt[groups[name]], attention_mask=torch.ones_like(prompt[groups[name]]),
+                                       **gen))
+        return outs
+
+    generate_runs = {"mixed": lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **gen),
+                     "sequential": generate_sequential,
+                     "peft": lambda: peft_model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
+                                                         adapter_names=rows, **gen)}
     with torch.inference_mode():
         prepare["mixed"]()
         got = runs["mixed"]()
@@ -261,12 +283,25 @@ def mixed(s: Settings) -> dict:
         check = {"mixed_vs_sequential_max_rel_diff": _rel_diff(got, seq),
                  "mixed_vs_peft_max_rel_diff": _rel_diff(got, theirs)}
         times = time_interleaved(runs, s.warmup, s.repeats, prepare)
+        prepare["mixed"]()
+        tokens = generate_runs["mixed"]()
+        seq_tokens = torch.empty_like(tokens)
+        for name, part in zip(names, generate_sequential()):
+            seq_tokens[groups[name]] = part
+        swap.restore()
+        # greedy tokens of two float paths may part where two logits tie to rounding: a share, not an equality
+        check["generate_mixed_vs_sequential_equal_tokens"] = (tokens == seq_tokens).float().mean().item()
+        check["generate_mixed_vs_peft_equal_tokens"] = (tokens == generate_runs["peft"]()).float().mean().item()
+        generate_times = time_interleaved(generate_runs, s.warmup, s.repeats, prepare)
     swap.restore()
-    out = {"model": model_name("decoder", s), "adapters": k, "rows": s.mixed_rows, "seq": s.mixed_seq, **check,
-           "paths": {}}
+    out = {"model": model_name("decoder", s), "adapters": k, "rows": s.mixed_rows, "seq": s.mixed_seq,
+           "gen_prompt": s.gen_prompt, "gen_new_tokens": s.gen_new_tokens, **check, "paths": {}, "generate": {}}
     for name in runs:
         sec = median(times[name])
         out["paths"][name] = {"median_s": sec, "times_s": times[name], "rows_per_s": s.mixed_rows / sec}
+        sec = median(generate_times[name])
+        out["generate"][name] = {"median_s": sec, "times_s": generate_times[name],
+                                 "new_tokens_per_s": s.mixed_rows * s.gen_new_tokens / sec}
     return out
 
 

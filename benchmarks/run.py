@@ -26,7 +26,8 @@ from benchmarks.common import Settings, finite, machine, versions
 REPO = Path(__file__).resolve().parents[1]
 BENCHES = ("train", "latency", "mixed", "checkpoint")
 SUMMARY_KEYS = ("lora_over_fullft_step", "ours_over_peft_step", "ours_over_peft_peak_mem", "mfu_lora",
-                "merged_over_base_latency", "mixed_over_sequential_throughput", "mixed_over_peft_throughput")
+                "merged_over_base_latency", "mixed_over_sequential_throughput", "mixed_over_peft_throughput",
+                "mixed_over_sequential_generate_throughput", "mixed_over_peft_generate_throughput")
 # the targets for the full run (<= or >= a bound); reported, never asserted
 TARGETS = {"lora_over_fullft_step": ("<=", 0.70), "ours_over_peft_step": ("<=", 0.95),
            "ours_over_peft_peak_mem": ("<=", 1.0), "merged_over_base_latency": ("<=", 1.01),
@@ -134,6 +135,9 @@ def summarise(results: dict[str, dict]) -> dict:
     paths = lambda p: _get(results, "mixed", "paths", p, "rows_per_s")  # noqa: E731
     out["mixed_over_sequential_throughput"] = _ratio(paths("mixed"), paths("sequential"))
     out["mixed_over_peft_throughput"] = _ratio(paths("mixed"), paths("peft"))
+    generated = lambda p: _get(results, "mixed", "generate", p, "new_tokens_per_s")  # noqa: E731
+    out["mixed_over_sequential_generate_throughput"] = _ratio(generated("mixed"), generated("sequential"))
+    out["mixed_over_peft_generate_throughput"] = _ratio(generated("mixed"), generated("peft"))
     ckpt = _get(results, "checkpoint")
     if isinstance(ckpt, dict) and ckpt.get("ok"):
         first = next(v for k, v in ckpt.items() if isinstance(v, dict))  # the decoder comes first
@@ -175,7 +179,8 @@ def markdown(summary: dict, results: dict[str, dict]) -> str:
         if not r.get("ok"):
             continue
         c0 = next(iter(r["configs"].values()))
-        lines += ["", f"## Training step: {r['model']} (batch {c0['batch']} x {c0['seq']} tokens, AdamW lr {s['lr']})",
+        lines += ["", f"## Training step: {r['model']} (batch {c0['batch']} x {c0['seq']} tokens, fused AdamW "
+                      f"lr {s['lr']} as experiments.loop builds it)",
                   "", f"Reference sgemm {r['sgemm']['n']}³: {r['sgemm']['flops_per_s'] / 1e9:.1f} GFLOP/s before, "
                       f"{r['sgemm_after']['flops_per_s'] / 1e9:.1f} after the steps. N = {c0['matmul_params']:,} "
                       "matmul parameters; MFU counts 6N FLOP per token for full FT, 4N for a frozen base.", "",
@@ -209,6 +214,14 @@ def markdown(summary: dict, results: dict[str, dict]) -> str:
                   "peft": "PEFT adapter_names"}
         for name, p in mix["paths"].items():
             lines.append(f"| {labels.get(name, name)} | {_fmt(p['median_s'])} | {_fmt(p['rows_per_s'])} |")
+        lines += ["", f"Generating: {mix['gen_prompt']} prompt tokens per row, then {mix['gen_new_tokens']} greedy "
+                      "tokens with a KV cache (one generate call, K calls, PEFT's adapter_names). Tokens equal to "
+                      f"the K-call path: {mix['generate_mixed_vs_sequential_equal_tokens']:.1%}, to PEFT's: "
+                      f"{mix['generate_mixed_vs_peft_equal_tokens']:.1%}.",
+                  "", "| path | median (s) | new tokens/s |", "|---|---|---|"]
+        labels |= {"mixed": "lora.multi, one generate call", "sequential": f"{mix['adapters']} generate calls"}
+        for name, p in mix["generate"].items():
+            lines.append(f"| {labels.get(name, name)} | {_fmt(p['median_s'])} | {_fmt(p['new_tokens_per_s'])} |")
     ck = results.get("checkpoint", {})
     if ck.get("ok"):
         lines += ["", "## Checkpoint bytes (fp32 safetensors)", "",

@@ -117,14 +117,17 @@ class Order:
 
 
 def build_optimizer(model: nn.Module, train_cfg, total: int, warmup: int):
-    """AdamW over trainable parameters only; no weight decay on biases and norm weights (1-D tensors);
+    """AdamW (fused) over trainable parameters only; no weight decay on biases and norm weights (1-D tensors);
     linear warmup over `warmup` steps (plan_warmup), then linear decay to 0."""
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise ValueError("the model has no trainable parameters: did the method freeze everything?")
     groups = [{"params": [p for p in params if p.ndim >= 2], "weight_decay": train_cfg.weight_decay},
               {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
-    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train_cfg.lr)
+    # fused: one kernel over all tensors instead of ~10 per tensor; 4.4x faster than the default on CPU (108M
+    # parameters, 1 thread: 0.16 s vs 0.71 s a step), which full fine-tuning pays every step
+    fused = all(p.device.type in ("cpu", "cuda") and p.dtype.is_floating_point for p in params)
+    optimizer = torch.optim.AdamW([g for g in groups if g["params"]], lr=train_cfg.lr, fused=fused)
 
     def factor(step: int) -> float:
         if step < warmup:

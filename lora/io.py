@@ -185,7 +185,7 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike, base_model_name_or
         tensors[f"base_model.model.{path}.lora_A.weight"] = a
         tensors[f"base_model.model.{path}.lora_B.weight"] = b
         shape[path] = (rank, alpha)
-    dropouts = {m.dropout.p if isinstance(m.dropout, nn.Dropout) else 0.0 for m in modules.values()}
+    dropouts = {m.dropout_p for m in modules.values()}
     if len(dropouts) > 1:
         raise ValueError(f"PEFT has one lora_dropout for all layers; this model mixes {sorted(dropouts)}")
     to_save = _modules_to_save(model)

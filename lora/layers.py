@@ -50,7 +50,9 @@ class LoRALinear(nn.Module):
         self.r, self.alpha, self.scaling = r, alpha, alpha / r
         self.slices = dict(slices) if slices is not None else {"": (0, self.out_features)}
         self._check_slices()
-        self.dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
+        if not 0.0 <= dropout < 1.0:
+            raise ValueError(f"LoRA dropout must be in [0, 1), got {dropout}")
+        self.dropout_p = dropout
         self.merged = False
         w = base.weight
         for role, (start, end) in self.slices.items():
@@ -114,16 +116,22 @@ class LoRALinear(nn.Module):
                 raise RuntimeError("a merged LoRA layer was called in training mode; call lora.layers.unmerge_lora("
                                    "model) before training, or model.eval() / torch.no_grad() for inference")
             return y
-        h = self.dropout(x)  # dropout on the LoRA path only, as in loralib
+        h, scale = x, self.scaling
+        if self.training and self.dropout_p > 0:  # dropout on the LoRA path only, as in loralib
+            h = torch.where(dropout_keep_mask(x, self.dropout_p), x, 0.0)
+            scale = self.scaling / (1.0 - self.dropout_p)  # dropout's 1/(1-p) rides on the rank-r product
         if list(self.slices) == [""]:
             a, b = self.pair("")
-            return y + (h @ a.T @ b.T) * self.scaling
+            # y + scale · (h A^T) B^T in one GEMM: the add and both scalings never touch an (..., out) tensor
+            out = torch.addmm(y.reshape(-1, self.out_features), h.reshape(-1, self.in_features) @ a.T, b.T,
+                              alpha=scale)
+            return out.view(y.shape)
         pieces, cursor = [], 0
         for role, (start, end) in sorted(self.slices.items(), key=lambda kv: kv[1][0]):
             if start > cursor:
                 pieces.append(y.new_zeros(*y.shape[:-1], start - cursor))
             a, b = self.pair(role)
-            pieces.append((h @ a.T @ b.T) * self.scaling)  # (..., end - start)
+            pieces.append((h @ a.T) @ (b.T * scale))  # (..., end - start)
             cursor = end
         if cursor < self.out_features:
             pieces.append(y.new_zeros(*y.shape[:-1], self.out_features - cursor))
@@ -132,6 +140,18 @@ class LoRALinear(nn.Module):
     def extra_repr(self) -> str:
         roles = ",".join(r or "all" for r in self.slices)
         return f"r={self.r}, alpha={self.alpha}, slices={roles}, merged={self.merged}"
+
+
+def dropout_keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
+    """A bool mask shaped like x, each entry True with probability 1 - p, independently (to within 2^-32).
+
+    Same distribution as nn.Dropout's mask, ~5x cheaper on CPU: torch draws 64 random bits per int64 in a fraction
+    of the time bernoulli_ takes per float, and each int64 gives two entries.
+    """
+    n = x.numel()
+    bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 1) // 2,), dtype=torch.int64, device=x.device)
+    bits = bits.view(torch.int32)[:n].view(x.shape)  # uniform on [-2^31, 2^31)
+    return bits >= round(p * 2 ** 32) - 2 ** 31
 
 
 def _fused_slices(model: nn.Module, module: nn.Module, fused: tuple[str, ...], roles: tuple[str, ...], path: str

@@ -4,7 +4,7 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 import lora
-from lora.layers import LoRALinear, lora_modules, merge_lora, unmerge_lora
+from lora.layers import LoRALinear, dropout_keep_mask, lora_modules, merge_lora, unmerge_lora
 from tests import tiny
 
 
@@ -139,6 +139,36 @@ def test_dropout_is_on_the_lora_path_only():
     assert not torch.equal(layer(x), layer(x))  # a fresh dropout mask per call on the LoRA path
     layer.eval()
     assert torch.equal(layer(x), layer(x))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_dropout_mask_keeps_each_entry_with_probability_1_minus_p_independently(p):
+    torch.manual_seed(0)
+    keep = dropout_keep_mask(torch.empty(1001, 999), p)  # odd count: the last int64 gives one entry
+    n, sigma = keep.numel(), (p * (1 - p) / keep.numel()) ** 0.5
+    assert keep.shape == (1001, 999) and keep.dtype == torch.bool
+    assert abs(keep.float().mean().item() - (1 - p)) < 5 * sigma
+    flat = keep.flatten()[: n - n % 2].view(-1, 2)  # the two entries drawn from one int64
+    both_dropped = (~flat[:, 0] & ~flat[:, 1]).float().mean().item()
+    assert abs(both_dropped - p * p) < 5 * (p * p * (1 - p * p) / len(flat)) ** 0.5
+    assert not torch.equal(keep, dropout_keep_mask(torch.empty(1001, 999), p))
+
+
+def test_training_output_and_gradients_are_inverted_dropout_on_the_lora_input():
+    torch.manual_seed(0)
+    layer = LoRALinear(nn.Linear(12, 10), r=3, alpha=6, dropout=0.25).train()
+    nn.init.normal_(layer.lora_B)
+    x = torch.randn(2, 7, 12)
+    torch.manual_seed(1)
+    out = layer(x)
+    out.square().sum().backward()
+    torch.manual_seed(1)
+    keep = dropout_keep_mask(x, 0.25)
+    a, b = (t.detach().clone().requires_grad_() for t in (layer.lora_A, layer.lora_B))
+    expected = layer.base(x) + (x * keep / 0.75) @ a.T @ b.T * layer.scaling
+    expected.square().sum().backward()
+    assert _close(out, expected)
+    assert _close(layer.lora_A.grad, a.grad) and _close(layer.lora_B.grad, b.grad)
 
 
 def test_merged_layer_refuses_to_train():
