@@ -51,8 +51,8 @@ class Settings:
         if not tiny:
             return cls()
         return cls(tiny=True, threads=1, warmup=1, repeats=2, sgemm_n=256, dec_batch=2, dec_seq=16, enc_batch=2,
-                   enc_seq=16, mem_steps=1, lat_batches=(1, 16), lat_seqs=(8, 32), mixed_rows=16, mixed_seq=8, gen_prompt=4,
-                   gen_new_tokens=4)
+                   enc_seq=16, mem_steps=1, lat_batches=(1, 16), lat_seqs=(8, 32), mixed_rows=16, mixed_seq=8,
+                   gen_prompt=4, gen_new_tokens=4)
 
     def override(self, assignments: list[str]) -> "Settings":
         types = {f.name: f.type for f in fields(self)}

@@ -272,26 +272,25 @@ def mixed(s: Settings) -> dict:
                      "sequential": generate_sequential,
                      "peft": lambda: peft_model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
                                                          adapter_names=rows, **gen)}
-    with torch.inference_mode():
+    def outputs(paths):
+        """One call of each path; the K-call path's parts put back in row order."""
         prepare["mixed"]()
-        got = runs["mixed"]()
-        seq = torch.empty_like(got)
-        for name, part in zip(names, sequential()):
-            seq[groups[name]] = part
+        mine = paths["mixed"]()
+        ordered = torch.empty_like(mine)
+        for name, part in zip(names, paths["sequential"]()):
+            ordered[groups[name]] = part
         swap.restore()
-        theirs = runs["peft"]()
+        return mine, ordered, paths["peft"]()
+
+    with torch.inference_mode():
+        got, seq, theirs = outputs(runs)
         check = {"mixed_vs_sequential_max_rel_diff": _rel_diff(got, seq),
                  "mixed_vs_peft_max_rel_diff": _rel_diff(got, theirs)}
         times = time_interleaved(runs, s.warmup, s.repeats, prepare)
-        prepare["mixed"]()
-        tokens = generate_runs["mixed"]()
-        seq_tokens = torch.empty_like(tokens)
-        for name, part in zip(names, generate_sequential()):
-            seq_tokens[groups[name]] = part
-        swap.restore()
+        got, seq, theirs = outputs(generate_runs)
         # greedy tokens of two float paths may part where two logits tie to rounding: a share, not an equality
-        check["generate_mixed_vs_sequential_equal_tokens"] = (tokens == seq_tokens).float().mean().item()
-        check["generate_mixed_vs_peft_equal_tokens"] = (tokens == generate_runs["peft"]()).float().mean().item()
+        check["generate_mixed_vs_sequential_equal_tokens"] = (got == seq).float().mean().item()
+        check["generate_mixed_vs_peft_equal_tokens"] = (got == theirs).float().mean().item()
         generate_times = time_interleaved(generate_runs, s.warmup, s.repeats, prepare)
     swap.restore()
     out = {"model": model_name("decoder", s), "adapters": k, "rows": s.mixed_rows, "seq": s.mixed_seq,

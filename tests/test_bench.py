@@ -28,6 +28,10 @@ def test_tiny_run_writes_every_summary_key(tmp_path):
     # the paths being timed compute the same thing (correctness, not speed)
     mixed = json.loads((out / "raw" / "mixed.json").read_text())
     assert mixed["mixed_vs_sequential_max_rel_diff"] < 1e-4 and mixed["mixed_vs_peft_max_rel_diff"] < 1e-4
+    # greedy decoding of the three paths (exact token equality is tests/test_multi.py's; here: the harness ran it)
+    assert mixed["generate_mixed_vs_sequential_equal_tokens"] >= 0.9
+    assert mixed["generate_mixed_vs_peft_equal_tokens"] >= 0.9
+    assert set(mixed["generate"]) == {"mixed", "sequential", "peft"}
     latency = json.loads((out / "raw" / "latency.json").read_text())
     assert latency["merged_vs_unmerged_max_rel_diff"] < 1e-4
     assert {(c["batch"], c["seq"]) for c in latency["cells"]} == {(1, 8), (1, 32), (16, 8), (16, 32)}

@@ -82,12 +82,14 @@ def test_left_padding_for_generation():
     assert b["attention_mask"].tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
-def test_lm_loss_is_the_models_causal_loss():
+@pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_gpt2"])
+def test_lm_loss_is_the_models_causal_loss(model_name):
     from experiments.generate import forward_loss
     from experiments.models import load_model, model_config
 
     torch.manual_seed(0)
-    model, _ = load_model(model_config("tiny_llama"), with_tokenizer=False)
+    model, _ = load_model(model_config(model_name), with_tokenizer=False)
+    model.eval()  # tiny GPT-2 has dropout
     enc = data.LMEncoded([{"input_ids": [3, 4, 5, 6, 7], "labels": [-100, -100, 5, 6, 7]},
                           {"input_ids": [3, 9, 10], "labels": [-100, 9, 10]}])
     batch = data.collate_lm(enc, [0, 1], pad_id=2)
@@ -99,6 +101,27 @@ def test_lm_loss_is_the_models_causal_loss():
     keep = batch["labels"][:, 1:] != -100
     uniform = -logp[:, :-1][keep].mean(-1).mean()
     assert torch.allclose(forward_loss(model, batch, smoothing=0.1), 0.9 * theirs + 0.1 * uniform, atol=1e-5)
+
+
+def test_target_only_head_gives_the_full_heads_loss_and_gradients():
+    import lora
+    from experiments.generate import forward_loss, lm_loss
+    from experiments.models import load_model, model_config
+    from lora.config import MethodConfig
+
+    torch.manual_seed(0)
+    model, _ = load_model(model_config("tiny_llama"), with_tokenizer=False)
+    lora.apply_method(model, MethodConfig(name="full"))
+    enc = data.LMEncoded([{"input_ids": [3, 4, 5, 6, 7, 8], "labels": [-100, -100, -100, 6, 7, 8]},
+                          {"input_ids": [3, 9, 10], "labels": [-100, 9, 10]}])
+    batch = data.collate_lm(enc, [0, 1], pad_id=2)
+    forward_loss(model, batch, 0.1).backward()
+    ours = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    full = lm_loss(model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits,
+                   batch["labels"], 0.1)
+    full.backward()
+    assert all(torch.allclose(ours[n], p.grad, atol=1e-6, rtol=1e-4) for n, p in model.named_parameters())
 
 
 # ------------------------------------------------------------------------------------------- grouping, splits
