@@ -272,6 +272,7 @@ def mixed(s: Settings) -> dict:
                      "sequential": generate_sequential,
                      "peft": lambda: peft_model.generate(input_ids=prompt, attention_mask=torch.ones_like(prompt),
                                                          adapter_names=rows, **gen)}
+
     def outputs(paths):
         """One call of each path; the K-call path's parts put back in row order."""
         prepare["mixed"]()
