@@ -142,33 +142,35 @@ def test_dropout_is_on_the_lora_path_only():
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5])
-def test_dropout_mask_keeps_each_entry_with_probability_1_minus_p_independently(p):
+def test_dropout_mask_drops_each_entry_with_probability_p_independently(p):
     torch.manual_seed(0)
-    keep = dropout_keep_mask(torch.empty(1001, 999), p)  # odd count: the last int64 gives one entry
-    n, sigma = keep.numel(), (p * (1 - p) / keep.numel()) ** 0.5
-    assert keep.shape == (1001, 999) and keep.dtype == torch.bool
-    assert abs(keep.float().mean().item() - (1 - p)) < 5 * sigma
-    flat = keep.flatten()[: n - n % 2].view(-1, 2)  # the two entries drawn from one int64
-    both_dropped = (~flat[:, 0] & ~flat[:, 1]).float().mean().item()
+    drop = ~dropout_keep_mask(torch.empty(1001, 999), p)  # odd count: the last int64 gives one entry
+    n, sigma = drop.numel(), (p * (1 - p) / drop.numel()) ** 0.5
+    assert drop.shape == (1001, 999) and drop.dtype == torch.bool
+    assert abs(drop.float().mean().item() - p) < 5 * sigma
+    flat = drop.flatten()[: n - n % 2].view(-1, 2)  # the two entries drawn from one int64
+    both_dropped = (flat[:, 0] & flat[:, 1]).float().mean().item()
     assert abs(both_dropped - p * p) < 5 * (p * p * (1 - p * p) / len(flat)) ** 0.5
-    assert not torch.equal(keep, dropout_keep_mask(torch.empty(1001, 999), p))
+    assert not torch.equal(drop, ~dropout_keep_mask(torch.empty(1001, 999), p))
 
 
-def test_training_output_and_gradients_are_inverted_dropout_on_the_lora_input():
+@pytest.mark.parametrize("dropout", [0.0, 0.25])
+def test_training_output_and_gradients_are_inverted_dropout_on_the_lora_input(dropout):
     torch.manual_seed(0)
-    layer = LoRALinear(nn.Linear(12, 10), r=3, alpha=6, dropout=0.25).train()
+    layer = LoRALinear(nn.Linear(12, 10), r=3, alpha=6, dropout=dropout).train()
     nn.init.normal_(layer.lora_B)
-    x = torch.randn(2, 7, 12)
+    x = torch.randn(2, 7, 12, requires_grad=True)
     torch.manual_seed(1)
     out = layer(x)
     out.square().sum().backward()
     torch.manual_seed(1)
-    keep = dropout_keep_mask(x, 0.25)
+    keep = dropout_keep_mask(x, dropout) if dropout else torch.ones_like(x, dtype=torch.bool)
     a, b = (t.detach().clone().requires_grad_() for t in (layer.lora_A, layer.lora_B))
-    expected = layer.base(x) + (x * keep / 0.75) @ a.T @ b.T * layer.scaling
+    x2 = x.detach().clone().requires_grad_()
+    expected = layer.base(x2) + (x2 * keep / (1 - dropout)) @ a.T @ b.T * layer.scaling
     expected.square().sum().backward()
     assert _close(out, expected)
-    assert _close(layer.lora_A.grad, a.grad) and _close(layer.lora_B.grad, b.grad)
+    assert _close(layer.lora_A.grad, a.grad) and _close(layer.lora_B.grad, b.grad) and _close(x.grad, x2.grad)
 
 
 def test_merged_layer_refuses_to_train():
