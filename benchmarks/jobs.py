@@ -264,8 +264,8 @@ def mixed(s: Settings) -> dict:
         outs = []
         for name in names:
             swap.install(name)
-            outs.append(model.generate(prompt[groups[name]], attention_mask=torch.ones_like(prompt[groups[name]]),
-                                       **gen))
+            own = prompt[groups[name]]
+            outs.append(model.generate(own, attention_mask=torch.ones_like(own), **gen))
         return outs
 
     generate_runs = {"mixed": lambda: model.generate(prompt, attention_mask=torch.ones_like(prompt), **gen),

@@ -145,8 +145,9 @@ class LoRALinear(nn.Module):
 def dropout_keep_mask(x: torch.Tensor, p: float) -> torch.Tensor:
     """A bool mask shaped like x, each entry True with probability 1 - p, independently (to within 2^-32).
 
-    Same distribution as nn.Dropout's mask, ~5x cheaper on CPU: torch draws 64 random bits per int64 in a fraction
-    of the time bernoulli_ takes per float, and each int64 gives two entries.
+    Same distribution as nn.Dropout's mask, cheaper on CPU: torch draws an int64's 64 random bits in a fraction of
+    the time bernoulli_ takes per float, and each int64 gives two entries (512 × 576 entries, 2 threads: 0.3 ms of
+    random bits vs 2.6 ms of bernoulli_).
     """
     n = x.numel()
     bits = torch.randint(-2 ** 63, 2 ** 63 - 1, ((n + 1) // 2,), dtype=torch.int64, device=x.device)
