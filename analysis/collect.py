@@ -182,6 +182,7 @@ def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
         rec["trainable"], rec["total"] = params.get("trainable"), params.get("total")
         rec["wall_time_s"], rec["peak_mem_mb"] = final.get("wall_time_s"), final.get("peak_mem_mb")
         rec["git_commit"] = final.get("git_commit")
+        rec["train_examples"] = final.get("train_examples")
         for k, v in (final.get("metrics") or {}).items():
             if isinstance(v, (int, float)) or v is None:
                 rec[f"m:{k}"] = float("nan") if v is None else float(v)
@@ -189,7 +190,9 @@ def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
         rec["experiment"] = run_dir.parent.name
     rec["task_key"] = canonical_task(rec["task"])
     rec["targets"] = targets_key(rec["targets"])
-    rec["deviations"] = tuple(flat.get("scale.deviations") or ())
+    # what the run itself wrote (the scale's, the task's data caps, the loop's step caps); the config's for old runs
+    written = final.get("deviations") if isinstance(final, dict) else None
+    rec["deviations"] = tuple(written if isinstance(written, list) else flat.get("scale.deviations") or ())
     rec["data"] = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in flat.items()
                             if k.startswith("task.") and DATA_SIZE_KEY.match(k.split(".", 1)[1]) and v is not None)
     rec["steps"] = last_step(run_dir)
@@ -198,18 +201,27 @@ def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
 
 
 def find_run_dirs(runs_root: Path) -> list[Path]:
-    """Every directory under runs_root holding .hydra/config.yaml or final.json (a run, finished or not)."""
+    """Every directory under runs_root holding .hydra/config.yaml or final.json (a run, finished or not); a run
+    shared by equal configurations (a symlink <experiment>/<name> -> another experiment's run) under each name."""
     dirs = {p.parent.parent for p in runs_root.glob("**/.hydra/config.yaml")}
     dirs |= {p.parent for p in runs_root.glob("**/final.json")}
+    dirs |= {p.parent for p in runs_root.glob("*/*/final.json")}  # `**` does not follow symlinks; `*/*` does
+    dirs |= {p.parent.parent for p in runs_root.glob("*/*/.hydra/config.yaml")}
     return sorted(dirs)
 
 
 def collect(results: str | Path, scale: str) -> pd.DataFrame:
-    """All runs of `scale` under `results/runs/<scale>/` as a DataFrame (empty, with the columns, if none)."""
+    """All runs of `scale` under `results/runs/<scale>/` as a DataFrame (empty, with the columns, if none).
+    A run's experiment is the folder it is listed in (a shared run's config names the sweep that ran it first)."""
     root = Path(results) / "runs" / scale
-    records = [read_run(d, scale) for d in find_run_dirs(root)] if root.exists() else []
+    records = []
+    for d in find_run_dirs(root) if root.exists() else []:
+        rec = read_run(d, scale)
+        if d.parent.parent == root:
+            rec["experiment"] = d.parent.name
+        records.append(rec)
     base_cols = ["run_dir", "override", *CONFIG_COLUMNS, "task_key", "status", "error", "trainable", "total",
-                 "wall_time_s", "peak_mem_mb", "steps", "deviations", "data"]
+                 "wall_time_s", "peak_mem_mb", "steps", "train_examples", "deviations", "data"]
     frame = pd.DataFrame.from_records(records)
     for col in base_cols:
         if col not in frame.columns:

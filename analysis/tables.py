@@ -143,6 +143,14 @@ def _fmt_seconds(s: float) -> str:
     return f"{s / 3600:.1f} h" if s >= 3600 else f"{s / 60:.1f} min" if s >= 60 else f"{s:.0f} s"
 
 
+def _span(values: pd.Series, fmt: str = "") -> str:
+    """'94' or '60–94' over a column's finite values (what the runs did), '—' when none has it."""
+    got = sorted({int(v) for v in pd.to_numeric(values, errors="coerce").dropna()})
+    if not got:
+        return DASH
+    return format(got[0], fmt) if len(got) == 1 else f"{got[0]:{fmt}}–{got[-1]:{fmt}}"
+
+
 def footer(runs: pd.DataFrame, scale: str, table: Optional[PaperTable] = None) -> str:
     """Where our numbers come from: scale, models, data, seeds, steps, wall time, deviations (from the configs)."""
     lines = [f"**Scale `{scale}`.**" + ("" if scale == "paper" else
@@ -159,9 +167,8 @@ def footer(runs: pd.DataFrame, scale: str, table: Optional[PaperTable] = None) -
         seeds = sorted({int(s) for s in runs["seed"].dropna()})
         lines.append(f"- Seeds: {', '.join(map(str, seeds)) or DASH} (each cell says how many of them it averages; "
                      "± is the sample standard deviation over seeds)")
-        steps = sorted({int(s) for s in runs["steps"].dropna()})
-        lines.append("- Steps (last logged): " + (DASH if not steps else str(steps[0]) if len(steps) == 1
-                                                  else f"{steps[0]}–{steps[-1]}"))
+        lines.append(f"- Steps (last logged): {_span(runs['steps'])} optimizer steps at batch "
+                     f"{_span(runs['batch_size'])} on {_span(runs['train_examples'], ',')} training examples")
         wall = pd.to_numeric(runs["wall_time_s"], errors="coerce").dropna()
         lines.append(f"- Wall time: {_fmt_seconds(float(wall.sum()))} over {len(wall)} finished runs")
         counts = runs["status"].value_counts()

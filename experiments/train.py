@@ -34,9 +34,12 @@ from omegaconf import DictConfig, OmegaConf
 from experiments import distributed, schemas
 
 log = logging.getLogger(__name__)
-# keys that do not change what a run computes (also kept out of the directory name, conf/config.yaml)
-NOT_COMPUTED = ("logger", "results_dir", "lr_by_method")  # lr_by_method: only train.lr, resolved from it, counts
+# keys that do not change what a run computes: kept out of the config hash, so equal computations that two tables
+# name differently share one run (experiments/shared_runs.py). lr_by_method: only train.lr, resolved from it, counts;
+# experiment and scale.deviations name and describe a run, they do not change it.
+NOT_COMPUTED = ("logger", "results_dir", "lr_by_method", "experiment")
 NOT_COMPUTED_TRAIN = ("threads", "device", "kill_after_steps", "eval_batch_size", "checkpoint_every")
+NOT_COMPUTED_SCALE = ("deviations",)
 GENERATION_OUTPUTS = ("predictions.txt", "references.txt", "inputs.jsonl")  # experiments/generate.py writes them
 
 
@@ -64,7 +67,14 @@ def config_hash(cfg: DictConfig) -> str:
         plain.pop(key, None)
     for key in NOT_COMPUTED_TRAIN:
         plain.get("train", {}).pop(key, None)
+    for key in NOT_COMPUTED_SCALE:
+        plain.get("scale", {}).pop(key, None)
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def lora_init_seed(seed: int, r: int) -> int:
+    """The seed of LoRA's init for a run seed and rank: independent draws for every (seed, r)."""
+    return int(hashlib.sha256(f"lora-init:{seed}:{r}".encode()).hexdigest()[:15], 16)
 
 
 def validate(cfg: schemas.Config) -> None:
@@ -113,14 +123,21 @@ def is_multirun() -> bool:
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
     """Train `cfg` into `run_dir` (default: Hydra's output dir) and return what final.json holds. A run directory
     another live process holds (its .lock) is left alone: two sweeps over the same rows share the work."""
+    from experiments import shared_runs
     from experiments.rundir import RunDir
 
     if run_dir is None:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = HydraConfig.get().runtime.output_dir
-    rd = RunDir(run_dir)
     distributed.init()
+    if distributed.is_main():
+        try:
+            chash = config_hash(cfg)
+        except Exception:  # noqa: BLE001 - an unresolvable config fails later, inside the recorded run
+            chash = None
+        run_dir = shared_runs.share(run_dir, Path(str(cfg.results_dir)) / "runs" / str(cfg.scale.name), chash)
+    rd = RunDir(run_dir)
     if not distributed.is_main():  # rank 0 takes the lock and says whether the run trains (after its clean-up)
         skipped = distributed.broadcast(None)
         return skipped if skipped is not None else _run(cfg, rd)
@@ -187,13 +204,17 @@ def _run(cfg: DictConfig, rd) -> dict:
         chash = chash or config_hash(cfg)
         threads = loop.set_threads(job_threads(obj.train.threads))  # a parallel launcher's share of the cores
         task = load_task(obj.task, obj.scale)
-        torch.manual_seed(obj.seed)  # classification head, LoRA A and tiny models' init follow the run's seed
+        torch.manual_seed(obj.seed)  # the classification head and tiny models follow the run's seed
         from experiments.models import load_model
 
         model, tokenizer = load_model(obj.model, num_labels=task.num_labels)
         if tokenizer is None:
             raise ValueError(f"model {obj.model.name!r} comes without a tokenizer; set model.tokenizer to an "
                              "embedded model's name (e.g. minilm)")
+        if obj.method.name in lora.config.LORA_METHODS:
+            # A's init from a generator seeded by (seed, r): kaiming-uniform rows are drawn in order with a bound that
+            # does not depend on r, so under one seed r=8's A would be the first 8 rows of r=64's (Figure 3/4)
+            torch.manual_seed(lora_init_seed(obj.seed, obj.method.r))
         lora.apply_method(model, obj.method)
         model.to(distributed.device(obj.train.device))
         counts = lora.count_parameters(model, exclude=obj.method.train_also)

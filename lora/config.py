@@ -5,6 +5,7 @@ It is a plain dataclass so that `lora/` stays free of Hydra; `experiments/` regi
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Optional
 
 # name -> what it trains (Section 5.1 of the paper)
 METHODS: dict[str, str] = {
@@ -12,9 +13,9 @@ METHODS: dict[str, str] = {
     "ft_top": "the last `top_k` transformer layers only (FT^Top2 with top_k=2)",
     "bitfit": "bias vectors only (BitFit)",
     "adapter_h": "Houlsby adapters after the attention block and after the MLP (Adapter^H)",
-    "adapter_l": "one adapter after the MLP plus a new LayerNorm (Adapter^L, Lin et al.)",
-    "adapter_p": "one adapter after the MLP (Adapter^P, Pfeiffer et al.)",
-    "adapter_d": "Houlsby adapters with the lowest `drop_layers` layers' adapters removed (Adapter^D, AdapterDrop)",
+    "adapter_l": "one adapter with a LayerNorm of its own on each block's output (Adapter^L, Lin et al.)",
+    "adapter_p": "one adapter after the MLP's Add & Norm (Adapter^P, Pfeiffer et al.)",
+    "adapter_d": "Houlsby adapters without those of the lowest `drop_layers` layers (Adapter^D, AdapterDrop)",
     "prefix_embed": "l_p prefix + l_i infix trainable input embeddings (PrefixEmbed)",
     "prefix_layer": "trainable activations at l_p + l_i positions after every layer (PrefixLayer)",
     "lora": "low-rank updates BA of the `targets` weight matrices (LoRA)",
@@ -37,16 +38,19 @@ class MethodConfig:
     alpha: float = 8.0
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["q", "v"])
-    # Adapters: bottleneck width and, for Adapter^D, how many of the lowest layers lose their adapters.
+    # Adapters: bottleneck width and, for Adapter^D, how many of the lowest layers lose their adapters (None:
+    # AdapterDrop's 5 of 12, floor(5·L/12) of L blocks; lora.adapters.default_drop_layers).
     adapter_r: int = 8
-    drop_layers: int = 0
+    drop_layers: Optional[int] = None
     # Prefix tuning: prefix length l_p and infix length l_i.
     l_p: int = 8
     l_i: int = 8
     # FT^Top-k
     top_k: int = 2
-    # Modules trained by every method besides its own parameters (the new task head), by name suffix.
-    train_also: list[str] = field(default_factory=lambda: ["classifier", "score"])
+    # Modules trained by every method besides its own parameters, by name component: the task head, the same for
+    # every family (BERT's pooler dense + tanh, DeBERTa's ContextPooler, RoBERTa's classifier dense + out_proj,
+    # a decoder's score), as the paper trains the whole new head.
+    train_also: list[str] = field(default_factory=lambda: ["classifier", "score", "pooler"])
 
     def validate(self) -> "MethodConfig":
         if self.name not in METHODS:
@@ -65,7 +69,7 @@ class MethodConfig:
                 raise ValueError("method.targets is empty; name at least one role, e.g. method.targets=[q,v]")
         if self.name in ADAPTER_METHODS and self.adapter_r < 1:
             raise ValueError(f"method.adapter_r must be >= 1, got {self.adapter_r}")
-        if self.drop_layers < 0:
+        if self.drop_layers is not None and self.drop_layers < 0:
             raise ValueError(f"method.drop_layers must be >= 0, got {self.drop_layers}")
         if self.name in PREFIX_EMBED_METHODS + PREFIX_LAYER_METHODS:
             if self.l_p < 0 or self.l_i < 0:

@@ -25,9 +25,8 @@ def apply_method(model: nn.Module, cfg: MethodConfig) -> nn.Module:
     if cfg.name in LORA_METHODS:
         layers.inject_lora(model, cfg.targets, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout)
     if cfg.name in ADAPTER_METHODS:
-        kind = cfg.name.removeprefix("adapter_")
-        drop = cfg.drop_layers if kind == "d" else 0
-        adapters.inject_adapters(model, kind, r=cfg.adapter_r, drop_layers=drop)
+        adapters.inject_adapters(model, cfg.name.removeprefix("adapter_"), r=cfg.adapter_r,
+                                 drop_layers=cfg.drop_layers)
     if cfg.name in PREFIX_EMBED_METHODS:
         prefix.inject_prefix_embed(model, l_p=cfg.l_p, l_i=cfg.l_i)
     if cfg.name in PREFIX_LAYER_METHODS:

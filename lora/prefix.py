@@ -16,7 +16,8 @@ Supported, and checked with a clear error otherwise:
   least one of them); T + l_p + l_i within the model's position limit.
 - no KV cache: `generate()` and `past_key_values` are not supported; decode by re-running the full forward.
 Outputs: token-level `logits` come back as (batch, T, vocab), aligned with `input_ids` (the inserted positions are
-dropped); sequence-level logits (batch, num_labels) are unchanged; `hidden_states`/`attentions` stay over the extended
+dropped); sequence-level logits (batch, num_labels) of a decoder classifier are pooled at each row's last attended
+position (its last infix slot, or its last real token when l_i = 0), as without the prefix; `hidden_states`/`attentions` stay over the extended
 sequence (batch, T + l_p + l_i, ...), whose inserted positions are `model.prefix_positions.positions`.
 Where the prefix goes:
 - encoders (BERT family): after position 0, so [CLS] stays first and the pooler still reads it;
@@ -57,6 +58,7 @@ class InsertedPositions(nn.Module):
             self.register_buffer("embeddings", tokens, persistent=False)
         self.positions: torch.Tensor | None = None  # (batch, l_p + l_i) inserted positions of the last forward
         self.dest: torch.Tensor | None = None  # (batch, T) where each caller position went in the last forward
+        self.last: torch.Tensor | None = None  # (batch,) each row's last attended position (decoders pool there)
 
     def _layout(self, mask: torch.Tensor) -> None:
         """Fill self.dest and self.positions for a right-padded (batch, T) attention mask."""
@@ -81,6 +83,7 @@ class InsertedPositions(nn.Module):
         prefix_pos = self.keep_first + torch.arange(self.l_p, device=mask.device).expand(batch, self.l_p)
         infix_pos = real[:, None] + self.l_p + torch.arange(self.l_i, device=mask.device)
         self.positions = torch.cat([prefix_pos, infix_pos], dim=1)
+        self.last = real + self.l_p + self.l_i - 1
 
     def pre_hook(self, model: nn.Module, args: tuple, kwargs: dict):
         if len(args) > 1:
@@ -138,6 +141,15 @@ class InsertedPositions(nn.Module):
             output.logits = logits[rows, self.dest]  # (batch, T, vocab)
         return output
 
+    def pooled_score_hook(self, score: nn.Module, args: tuple, logits: torch.Tensor) -> torch.Tensor:
+        """A decoder classifier pools its score logits (batch, T', labels) at the last non-pad *input id*; from
+        inputs_embeds it takes position T'-1, padding in a right-padded batch. Put each row's last attended position
+        (its last infix slot, or its last real token when l_i = 0) at T'-1 instead."""
+        if logits.dim() != 3 or self.last is None or logits.shape[1] != self.dest.shape[1] + self.l_p + self.l_i:
+            return logits  # not the model's own call over the extended sequence
+        rows = torch.arange(logits.shape[0], device=logits.device)
+        return torch.cat([logits[:, :-1], logits[rows, self.last][:, None]], dim=1)
+
 
 class LayerActivations(nn.Module):
     """Trainable hidden states (L, l_p + l_i, d); row i replaces block i's input at the inserted positions."""
@@ -188,3 +200,6 @@ def _attach(model: nn.Module, positions: InsertedPositions) -> None:
     model.prefix_positions = positions
     model.register_forward_pre_hook(positions.pre_hook, with_kwargs=True)
     model.register_forward_hook(positions.post_hook, with_kwargs=True)
+    score = getattr(model, "score", None)  # a decoder's sequence-classification head (GPT-2, Llama)
+    if positions.decoder and isinstance(score, nn.Module):
+        score.register_forward_hook(positions.pooled_score_hook)

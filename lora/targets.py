@@ -21,6 +21,7 @@ class Family:
     embeddings: str = ""  # path of the token embedding, relative to the bare model
     attn_out: str = ""  # the block's attention output projection (adapters go after it)
     mlp_out: str = ""  # the block's MLP output projection (adapters go after it)
+    mlp_sublayer: str = ""  # post-LN blocks: the module computing LN(x + FFN output) (Adapter^P wraps it)
 
 
 _BERT_LIKE = dict(
@@ -28,6 +29,7 @@ _BERT_LIKE = dict(
     embeddings="embeddings.word_embeddings",
     attn_out="attention.output.dense",
     mlp_out="output.dense",
+    mlp_sublayer="output",
 )
 
 FAMILIES: dict[str, Family] = {

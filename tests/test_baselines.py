@@ -4,12 +4,12 @@ import torch
 import torch.nn.functional as F
 
 import lora
-from lora.adapters import WithAdapter
+from lora.adapters import BLOCK_ADAPTER, Adapter, AfterAddNorm, WithAdapter, default_drop_layers
 from lora.targets import blocks_of
 from tests import tiny
 
 D, L, R = 32, 2, 8
-EXCLUDE = ["classifier", "score"]
+EXCLUDE = lora.MethodConfig().train_also  # the task head: classifier, score, pooler
 FAMILIES = ["bert", "gpt2", "llama"]
 
 
@@ -67,31 +67,165 @@ def test_adapters_start_as_identity_and_then_change_the_output(family, kind):
     want = model(input_ids=ids, attention_mask=mask).logits
     lora.apply_method(model, lora.MethodConfig(name=kind, adapter_r=4, drop_layers=1))
     assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, want, atol=1e-6)
+    _randomise_adapters(model)
+    assert not torch.allclose(model(input_ids=ids, attention_mask=mask).logits, want, atol=1e-4)
+
+
+def _randomise_adapters(model, seed=1):
+    """Non-zero up-projections (they start at zero) and LayerNorm weights away from 1."""
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for m in model.modules():
-            if isinstance(m, WithAdapter):
-                m.adapter.up.weight.normal_()
-    assert not torch.allclose(model(input_ids=ids, attention_mask=mask).logits, want, atol=1e-4)
+            if isinstance(m, Adapter):
+                for p in m.parameters():
+                    p.add_(torch.randn(p.shape, generator=g) * 0.5)
 
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_adapter_placement(family):
     fam = lora.targets.family_of(tiny.FAMILIES[family]())
 
-    def wrapped(**kw):
-        return {n for n, m in _apply(family, adapter_r=4, **kw).named_modules() if isinstance(m, WithAdapter)}
+    def where(**kw):
+        model = _apply(family, adapter_r=4, **kw)
+        wrapped = {n for n, m in model.named_modules() if isinstance(m, (WithAdapter, AfterAddNorm))}
+        on_blocks = {f"{root}.{i}" for i, b in enumerate(blocks_of(model)) if hasattr(b, BLOCK_ADAPTER)}
+        return wrapped, on_blocks
 
     root = lora.targets.blocks_path(tiny.FAMILIES[family]())
     every = {f"{root}.{i}.{s}" for i in range(L) for s in (fam.attn_out, fam.mlp_out)}
-    assert wrapped(name="adapter_h") == every
-    assert wrapped(name="adapter_d", drop_layers=1) == {p for p in every if p.startswith(f"{root}.1.")}
-    assert wrapped(name="adapter_p") == wrapped(name="adapter_l") == {f"{root}.{i}.{fam.mlp_out}" for i in range(L)}
+    blocks = {f"{root}.{i}" for i in range(L)}
+    assert where(name="adapter_h") == (every, set())
+    assert where(name="adapter_d", drop_layers=1) == ({p for p in every if p.startswith(f"{root}.1.")}, set())
+    assert where(name="adapter_l") == (set(), blocks)  # Lin et al.: on the block output
+    post_ln = {f"{root}.{i}.output" for i in range(L)}  # Pfeiffer et al.: after the MLP's Add & Norm
+    assert where(name="adapter_p") == ((post_ln, set()) if family == "bert" else (set(), blocks))
+
+
+def test_adapter_drop_default_depth_and_count():
+    assert [default_drop_layers(n) for n in (1, 2, 6, 12, 24, 48)] == [0, 1, 2, 5, 10, 20]
+    for family in FAMILIES:
+        h = lora.count_parameters(_apply(family, name="adapter_h", adapter_r=R), exclude=EXCLUDE).method
+        d = lora.count_parameters(_apply(family, name="adapter_d", adapter_r=R), exclude=EXCLUDE).method
+        assert h - d == default_drop_layers(L) * 2 * ADAPTER  # exactly the dropped blocks' two adapters
+
+
+def _f(adapter, h):
+    """An adapter's f(h) = up(relu(down(norm(h)))) with plain functionals, from its weights."""
+    if isinstance(adapter.norm, torch.nn.LayerNorm):
+        h = F.layer_norm(h, (h.shape[-1],), adapter.norm.weight, adapter.norm.bias, adapter.norm.eps)
+    return F.linear(F.relu(F.linear(h, adapter.down.weight, adapter.down.bias)), adapter.up.weight, adapter.up.bias)
+
+
+def _reference(base, adapted, kind, family):
+    """Hooks on the unadapted `base` that compute each paper's placement by hand, with `adapted`'s adapter weights."""
+    fam = lora.targets.family_of(base)
+    root = lora.targets.blocks_path(base)
+    first = default_drop_layers(L) if kind == "d" else 0
+    for i in range(first, L):
+        block, twin = blocks_of(base)[i], blocks_of(adapted)[i]
+        if kind in ("h", "d"):  # Houlsby: y + f(y) on both projections' outputs, before the residual add
+            for sub in (fam.attn_out, fam.mlp_out):
+                a = adapted.get_submodule(f"{root}.{i}.{sub}").adapter
+                base.get_submodule(f"{root}.{i}.{sub}").register_forward_hook(
+                    lambda m, args, y, a=a: y + _f(a, y))
+        elif kind == "p" and family == "bert":  # LN(x + y + f(LN(x + y))): the authors' RobertaOutput
+            a = twin.output.adapter
+
+            def after_add_norm(m, args, out, a=a):
+                hidden, x = args
+                y = m.dense(hidden)  # dropout is 0 in the tiny models
+                return m.LayerNorm(x + y + _f(a, out))  # out = LN(x + y)
+            block.output.register_forward_hook(after_add_norm)
+        else:  # Lin (with its LN) and pre-LN Pfeiffer (without): H + f(H) on the block output H
+            a = getattr(twin, BLOCK_ADAPTER)
+
+            def on_output(m, args, out, a=a):
+                h = out[0] if isinstance(out, tuple) else out
+                h = h + _f(a, h)
+                return (h, *out[1:]) if isinstance(out, tuple) else h
+            block.register_forward_hook(on_output)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("kind", ["h", "d", "l", "p"])
+def test_each_adapter_equals_its_papers_placement_by_hand(family, kind):
+    import copy
+
+    torch.manual_seed(0)
+    base = tiny.FAMILIES[family]().eval()
+    adapted = copy.deepcopy(base)
+    lora.apply_method(adapted, lora.MethodConfig(name=f"adapter_{kind}", adapter_r=4))
+    _randomise_adapters(adapted)
+    ids, mask = tiny.batch()
+    before = base(input_ids=ids, attention_mask=mask).logits
+    _reference(base, adapted, kind, family)
+    want = base(input_ids=ids, attention_mask=mask).logits
+    got = adapted(input_ids=ids, attention_mask=mask).logits
+    assert not torch.allclose(want, before, atol=1e-3)  # the adapters do change the output
+    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()
+
+
+def _decoder_classifier(family, num_labels=3):
+    from transformers import GPT2Config, GPT2ForSequenceClassification, LlamaConfig, LlamaForSequenceClassification
+
+    torch.manual_seed(0)
+    if family == "gpt2":
+        return GPT2ForSequenceClassification(GPT2Config(vocab_size=tiny.VOCAB, n_embd=D, n_layer=L, n_head=2,
+                                                        resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+                                                        pad_token_id=0, num_labels=num_labels))
+    return LlamaForSequenceClassification(LlamaConfig(vocab_size=tiny.VOCAB, hidden_size=D, num_hidden_layers=L,
+                                                      num_attention_heads=2, num_key_value_heads=1,
+                                                      intermediate_size=64, pad_token_id=0, num_labels=num_labels))
+
+
+HEAD_METHODS = [dict(name="ft_top", top_k=1), dict(name="bitfit"), dict(name="adapter_h", adapter_r=4),
+                dict(name="adapter_d", adapter_r=4), dict(name="adapter_l", adapter_r=4),
+                dict(name="adapter_p", adapter_r=4), dict(name="prefix_embed", l_p=2, l_i=1),
+                dict(name="prefix_layer", l_p=2, l_i=1), dict(name="lora", r=4), dict(name="lora_pe", r=4, l_p=2),
+                dict(name="lora_pl", r=4, l_p=2), dict(name="full")]
+
+
+@pytest.mark.parametrize("kw", HEAD_METHODS, ids=lambda kw: kw["name"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama"])
+def test_the_whole_task_head_trains_for_every_method(family, kw):
+    """The paper trains the new head whole: BERT's pooler (dense + tanh) and classifier, a decoder's score."""
+    if family == "llama" and kw["name"] == "bitfit":
+        pytest.skip("Llama has no biases")
+    torch.manual_seed(0)
+    model = tiny.bert() if family == "bert" else _decoder_classifier(family)
+    lora.apply_method(model, lora.MethodConfig(**kw))
+    head = [n for n in dict(model.named_parameters()) if n.startswith(("classifier.", "score.", "bert.pooler."))]
+    assert len(head) == (4 if family == "bert" else 1)
+    before = {n: p.detach().clone() for n, p in model.named_parameters()}
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.1)
+    ids, mask = tiny.batch()
+    model(input_ids=ids, attention_mask=mask, labels=torch.tensor([0, 2])).loss.backward()
+    opt.step()
+    params = dict(model.named_parameters())
+    assert all(not torch.equal(params[n], before[n]) for n in head), [n for n in head if torch.equal(params[n],
+                                                                                                     before[n])]
+
+
+@pytest.mark.parametrize("family", ["gpt2", "llama"])
+@pytest.mark.parametrize("method", ["prefix_embed", "prefix_layer"])
+def test_decoder_classifier_with_a_prefix_pools_each_rows_last_token(family, method):
+    """Rows of uneven length (7 and 5 real tokens, right-padded): each row's class logits are what it gets alone,
+    read at its last attended position (the last infix slot), not at the padded batch's last position."""
+    model = _decoder_classifier(family).eval()
+    lora.apply_method(model, lora.MethodConfig(name=method, l_p=3, l_i=2))
+    ids, mask = tiny.batch()
+    out = model(input_ids=ids, attention_mask=mask, output_hidden_states=True)
+    alone = [model(input_ids=ids[i:i + 1, :n]).logits[0] for i, n in enumerate((7, 5))]
+    assert torch.allclose(out.logits[0], alone[0], atol=1e-5) and torch.allclose(out.logits[1], alone[1], atol=1e-5)
+    last = out.hidden_states[-1]  # (batch, 7 + 5, d), after the final norm
+    by_hand = model.score(last[torch.arange(2), torch.tensor([7 + 3 + 2 - 1, 5 + 3 + 2 - 1])])
+    assert torch.allclose(out.logits, by_hand, atol=1e-5)
 
 
 def test_partial_fine_tuning_trainable_sets():
     model = _apply("bert", name="ft_top", top_k=1)
     for n, p in model.named_parameters():
-        assert p.requires_grad == (".layer.1." in n or n.startswith("classifier.")), n
+        assert p.requires_grad == (".layer.1." in n or n.startswith(("classifier.", "bert.pooler."))), n
     block = sum(p.numel() for p in blocks_of(model)[1].parameters())
     assert lora.count_parameters(model, exclude=EXCLUDE).method == block
 
@@ -101,8 +235,8 @@ def test_partial_fine_tuning_trainable_sets():
 
     model = _apply("bert", name="bitfit")
     for n, p in model.named_parameters():
-        assert p.requires_grad == (n.endswith(".bias") or n.startswith("classifier.")), n
-    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") and "classifier" not in n)
+        assert p.requires_grad == (n.endswith(".bias") or n.startswith(("classifier.", "bert.pooler."))), n
+    biases = sum(p.numel() for n, p in model.named_parameters() if n.endswith(".bias") and "classifier" not in n and "pooler" not in n)
     assert lora.count_parameters(model, exclude=EXCLUDE).method == biases
 
     model = _apply("gpt2", name="bitfit")
@@ -115,7 +249,7 @@ def test_partial_fine_tuning_trainable_sets():
 def test_task_head_trains_only_where_there_is_one():
     model = _apply("bert", name="lora")
     assert all(p.requires_grad for p in model.classifier.parameters())
-    assert not model.bert.pooler.dense.weight.requires_grad
+    assert model.bert.pooler.dense.weight.requires_grad
     model = _apply("gpt2", name="lora")  # LM head is the tied embedding: nothing named classifier/score
     assert not model.lm_head.weight.requires_grad
 

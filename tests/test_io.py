@@ -37,7 +37,7 @@ def test_save_load_round_trip(tmp_path):
     with safe_open(str(path), "pt") as f:
         keys = set(f.keys())
     assert keys == {n for n, p in model.named_parameters() if p.requires_grad}
-    assert all("lora_" in k or k.startswith("classifier") for k in keys)
+    assert all("lora_" in k or k.startswith(("classifier", "bert.pooler")) for k in keys)
     assert json.loads(safe_open(str(path), "pt").metadata()["method"]) == {"name": "lora", "r": 4}
 
 
@@ -130,7 +130,7 @@ def test_peft_export_loads_in_peft_with_equal_outputs(family, tmp_path):
     assert _peft_lora_paths(theirs) == ours_paths  # PEFT adapted exactly our modules, not the pooler
     config = json.loads((tmp_path / "peft" / "adapter_config.json").read_text())
     assert config["r"] == 4 and config["lora_alpha"] == 16
-    assert config["modules_to_save"] == (["classifier"] if family == "bert" else None)
+    assert config["modules_to_save"] == (["bert.pooler.dense", "classifier"] if family == "bert" else None)
 
 
 def test_peft_export_of_gpt2_fused_qv_slices_is_exact(tmp_path):

@@ -52,7 +52,7 @@ def test_cli_writes_every_file_then_skips(smoke, env, tmp_path):
     assert [r["step"] for r in rows if r["split"] == "train"] == list(range(1, 9))
     assert rows[-1]["split"] == "eval" and rows[-1]["eval_accuracy"] == final["metrics"]["eval_accuracy"]
     adapter = load_file(str(run / "adapter.safetensors"))
-    assert adapter and all("lora_" in k or "classifier" in k for k in adapter)
+    assert adapter and all("lora_" in k or "classifier" in k or "pooler" in k for k in adapter)
 
     before = (run / "final.json").read_text()
     again = cli(smoke + ["seed=1"], env)
@@ -216,3 +216,32 @@ def test_cuda_requested_without_cuda_fails_clearly(smoke, env, tmp_path):
         pytest.skip("this machine has CUDA")
     with pytest.raises(ValueError, match=r"train.device=cuda but torch sees no CUDA device.*train.device=cpu"):
         run_inprocess(smoke + ["train.device=cuda"], tmp_path / "run")
+
+
+def test_equal_configs_share_one_run_directory(smoke, env, tmp_path):
+    """Two spellings of one computation (alpha 8 is the default; another thread count) run once; analysis lists the
+    run under both names. A different config gets its own directory."""
+    from analysis.collect import collect
+
+    first = cli(smoke + ["method.r=4"], env)
+    assert first.returncode == 0, first.stderr[-3000:]
+    second = cli(smoke + ["method.r=4", "method.alpha=8", "train.threads=2"], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "sharing that run directory" in second.stdout and "skipping" in second.stdout
+    runs = tmp_path / "results" / "runs" / "smoke"
+    (alias,) = [p for p in runs.glob("*/*") if p.is_symlink()]
+    (real,) = [p for p in runs.glob("*/*") if p.is_dir() and not p.is_symlink()]
+    assert alias.resolve() == real.resolve() and alias.name.startswith("method.alpha=8,method.r=4,")
+    frame = collect(tmp_path / "results", "smoke")
+    assert sorted(frame["override"]) == [alias.name, real.name] and set(frame["status"]) == {"success"}
+
+    other = cli(smoke + ["method.r=2"], env)
+    assert other.returncode == 0 and "sharing" not in other.stdout
+    reals = [p for p in runs.glob("*/*") if p.is_dir() and not p.is_symlink()]
+    assert len(reals) == 2
+    # LoRA's init is seeded per rank: r=2's A is not the first 2 rows of r=4's under the same run seed (8 steps at
+    # lr 1e-3 move A by at most ~1e-2; independent draws differ by the init's scale)
+    r4, r2 = (load_file(str(p / "adapter.safetensors")) for p in sorted(reals, key=lambda p: "r=2" in p.name))
+    key = next(k for k in r2 if k.endswith("lora_A"))
+    assert r2[key].shape[0] == 2 and r4[key].shape[0] == 4
+    assert (r4[key][:2] - r2[key]).abs().max() > 0.05
