@@ -12,8 +12,11 @@ TABLES := table15 table5 table6 table16 table2 table3 table18 table14
 # LAUNCH= passes any other launcher, e.g. LAUNCH="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"
 JOBS ?= 1
 LAUNCH ?= $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jobs=$(JOBS),)
+# `make notebook`: more JupyterLab options, e.g. JUPYTER_ARGS="--no-browser --port 8899" (--allow-root is added
+# when make runs as root, as in a container: Jupyter refuses root without it)
+JUPYTER_ARGS ?=
 
-.PHONY: help setup models test test-fast params figures bench bench-tiny clean $(TABLES)
+.PHONY: help setup models test test-fast params figures notebook bench bench-tiny clean $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -47,6 +50,14 @@ $(TABLES): setup models  ## a table's sweep at SCALE (default local; finished ru
 
 figures: setup  ## the paper's figures from the run directories at SCALE -> results/figures/<scale>/
 	$(PY) -m analysis figures --scale $(SCALE)
+
+notebook: setup $(VENV)/.installed-notebook  ## notebooks/figures.ipynb in JupyterLab at SCALE ([notebook] extra)
+	LORA_SCALE=$(SCALE) $(PY) -m jupyterlab $(if $(filter 0,$(shell id -u)),--allow-root,) $(JUPYTER_ARGS) \
+		notebooks/figures.ipynb
+
+$(VENV)/.installed-notebook: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[notebook]'
+	touch $@
 
 bench: setup models  ## benchmarks: LoRA vs full FT / PEFT / Adapter^H, latency, mixed adapters -> results/bench
 	$(PY) -m benchmarks.run

@@ -2,8 +2,8 @@
 
 A run directory (DESIGN.md, "the run directory") is `results/runs/<scale>/<experiment>/<override dirname>/` with
 `.hydra/config.yaml` (the composed config), `final.json` (written last: status, metrics, params, wall time, ...)
-and `metrics.jsonl`. A directory with a config but no final.json is `incomplete` (still running, or killed); its
-status is never guessed. `final.json`'s status (success | failed | diverged) is kept as written.
+and `metrics.jsonl`. A directory with a config but no final.json is `incomplete` (still running, or killed), one whose
+final.json is not a run record is `damaged`; a status is never guessed. `final.json`'s status (success | failed | diverged) is kept as written.
 
 Everything that depends on the exact key names other code writes lives in the mappings just below (METRICS,
 METRIC_SPLITS, TASK_ALIASES, CONFIG_COLUMNS): adjust them there, nowhere else.
@@ -65,7 +65,7 @@ CONFIG_COLUMNS: dict[str, tuple[str, ...]] = {
 DATA_SIZE_KEY = re.compile(r"^(n|max_[^.]*|[^.]*_examples|[^.]*_size|[^.]*_samples|limit[^.]*)$")  # top-level task keys
 ROLE_ORDER = ("q", "k", "v", "o")  # targets are written in this order: "q,v"
 
-STATUSES = ("success", "failed", "diverged", "incomplete")
+STATUSES = ("success", "failed", "diverged", "incomplete", "damaged")
 
 
 # ------------------------------------------------------------------------------------------------- helpers
@@ -164,14 +164,18 @@ def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
     """One run directory -> one flat record (config columns, status, metrics as `m:<key>`, params, wall time)."""
     cfg_path = run_dir / ".hydra" / "config.yaml"
     flat = flatten(load_config(cfg_path)) if cfg_path.exists() else {}
-    final = _read_json(run_dir / "final.json") if (run_dir / "final.json").exists() else None
+    final_path = run_dir / "final.json"
+    final = _read_json(final_path) if final_path.exists() else None
     rec: dict[str, Any] = {"run_dir": str(run_dir), "override": run_dir.name}
     for col, keys in CONFIG_COLUMNS.items():
         rec[col] = next((flat[k] for k in keys if k in flat), None)
     rec["scale"] = rec["scale"] or scale
-    if final is None:
-        rec["status"] = "incomplete"
-        rec["error"] = "final.json unreadable" if (run_dir / "final.json").exists() else "no final.json"
+    if not final_path.exists():
+        rec["status"], rec["error"] = "incomplete", "no final.json"
+    elif not isinstance(final, dict) or not isinstance(final.get("status"), str):
+        rec["status"] = "damaged"  # not JSON, or JSON of another shape: named, never a crash
+        rec["error"] = f"{final_path} is not a run record (not a JSON object with a status); rerun the sweep"
+        final = None
     else:
         rec["status"] = str(final.get("status", "unknown"))
         rec["error"] = final.get("error")

@@ -98,11 +98,11 @@ def fmt_mean(mean: float, std: Optional[float], n: int, d: int) -> str:
 def _others(runs: pd.DataFrame) -> str:
     """'failed', 'failed ×2, diverged', ... for the runs that did not succeed."""
     parts = []
-    for status in ("failed", "diverged", "incomplete"):
+    for status in ("failed", "diverged", "incomplete", "damaged"):
         k = int((runs["status"] == status).sum())
         if k:
             parts.append(status if k == 1 else f"{status} ×{k}")
-    unknown = runs[~runs["status"].isin(["success", "failed", "diverged", "incomplete"])]
+    unknown = runs[~runs["status"].isin(["success", "failed", "diverged", "incomplete", "damaged"])]
     parts += sorted({str(s) for s in unknown["status"]})
     return ", ".join(parts)
 

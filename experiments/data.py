@@ -30,6 +30,10 @@ class DataNotFound(FileNotFoundError):
     pass
 
 
+class EmptyDataFile(ValueError):
+    """A data file without data: 0 bytes or whitespace only, or a table with its header line and no rows."""
+
+
 # --------------------------------------------------------------------------------------------- locations
 def data_root() -> Optional[Path]:
     """$LORA_DATA_DIR if set (it must exist), else ../shared/data beside the repo if it exists, else None."""
@@ -59,17 +63,47 @@ def where_looked(*parts: str) -> str:
 
 
 # --------------------------------------------------------------------------------------------- readers
-def read_tsv(path: Path, column_names: Optional[list[str]] = None) -> list[dict]:
+RESTORE = "re-download it or restore it from the original download"  # the way out when a caller names none
+
+
+def _first_lines(path: Path, n: int) -> list[bytes]:
+    """The first n lines of `path` that hold more than whitespace (a BOM aside), read lazily: a few bytes of a
+    healthy file, all of an empty one."""
+    found = []
+    with open(path, "rb") as f:
+        for line in f:
+            if line.replace(b"\xef\xbb\xbf", b"").strip():
+                found.append(line)
+                if len(found) == n:
+                    break
+    return found
+
+
+def check_not_empty(path: Path, header: bool = False, restore: str = RESTORE) -> None:
+    """Raise EmptyDataFile, naming `path` and the way out (`restore`), when the file is 0 bytes or whitespace only,
+    or, with `header`, holds its header line and no data row (a truncated download or copy)."""
+    lines = _first_lines(path, 2 if header else 1)
+    if not lines:
+        size = path.stat().st_size
+        what = "0 bytes" if size == 0 else f"{size} bytes, whitespace only"
+        raise EmptyDataFile(f"{path} is empty ({what}; a failed download or copy?); {restore}")
+    if header and len(lines) < 2:
+        raise EmptyDataFile(f"{path} has a header line but no data rows (a truncated download or copy?); {restore}")
+
+
+def read_tsv(path: Path, column_names: Optional[list[str]] = None, restore: str = RESTORE) -> list[dict]:
     """Rows of a GLUE TSV as dicts of strings, via the `datasets` csv builder.
 
     GLUE TSVs are not CSV-quoted: a sentence may start with `"` and contain tabs-free text with stray quotes, so
     quoting is off (QUOTE_NONE); "NA"/"null" are words here, not missing values; MRPC's header carries a BOM.
-    column_names: for header-less files (CoLA).
+    column_names: for header-less files (CoLA). An empty or header-only file is an EmptyDataFile whose message ends
+    with `restore` (the way to get the data back).
     """
     import datasets
 
     if not path.is_file():
         raise DataNotFound(f"{path} not found")
+    check_not_empty(path, header=not column_names, restore=restore)
     kwargs = dict(delimiter="\t", quoting=csv.QUOTE_NONE, keep_default_na=False, na_filter=False,
                   encoding="utf-8-sig")
     datasets.disable_progress_bars()
@@ -79,19 +113,21 @@ def read_tsv(path: Path, column_names: Optional[list[str]] = None) -> list[dict]
     return ds.to_list()
 
 
-def read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path, restore: str = RESTORE) -> list[dict]:
     import datasets
 
     if not path.is_file():
         raise DataNotFound(f"{path} not found")
+    check_not_empty(path, restore=restore)
     datasets.disable_progress_bars()
     return datasets.load_dataset("json", data_files={"rows": str(path)}, split="rows").to_list()
 
 
-def read_json_records(path: Path) -> list[dict]:
+def read_json_records(path: Path, restore: str = RESTORE) -> list[dict]:
     """A JSON object {"0": {...}, "1": {...}} (the MNLI train subsets' layout) as a list in key order."""
     if not path.is_file():
         raise DataNotFound(f"{path} not found")
+    check_not_empty(path, restore=restore)
     with open(path, encoding="utf-8") as f:
         obj = json.load(f)
     if isinstance(obj, list):

@@ -159,7 +159,6 @@ class GenerationJob:
     """What the training loop needs from a generation task: training batches, the loss, mid-run evaluation
     (val_loss only: generating is the expensive part) and the final evaluation (val_loss + generation + scores)."""
 
-    checkpoint_at_end = True  # the final evaluation is long: a kill during it must not redo the training
 
     def __init__(self, tokenizer, task: GenTaskData, cfg):
         self.tokenizer, self.task, self.cfg = tokenizer, task, cfg

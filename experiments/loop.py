@@ -3,8 +3,9 @@
 What is task-specific lives in a job: `ClassificationJob` below (GLUE: sequence-classification loss, accuracy-type
 metrics) or experiments.generate.GenerationJob (E2E/WebNLG/DART: target-token loss, val_loss, then beam search and
 the generation metrics). A job gives the training batches, the loss of one batch, a mid-run evaluation and the
-final one; a job with `checkpoint_at_end` is checkpointed after its last step, so a kill during its (long) final
-evaluation resumes straight into it.
+final one. The run is checkpointed after its last step too, so a kill during the final evaluation resumes straight
+into it. Off a terminal (SLURM, nohup) there is no progress bar: a line every `train.progress_every` steps goes to
+the log (Hydra's train.log and stdout) instead.
 
 Data order is a pure function of (seed, epoch): micro-batch m of the run is batch m % B of the permutation of
 epoch m // B (B batches per epoch). A resumed run recomputes it and continues at micro-batch step * grad_accum,
@@ -16,6 +17,7 @@ evaluates and writes the run directory.
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import random
@@ -32,6 +34,8 @@ from tqdm import tqdm
 from experiments import data, distributed
 from experiments.rundir import RunDir, rng_state, set_rng_state
 from experiments.tasks import TaskData
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -170,7 +174,6 @@ def evaluate_all(model, sets: dict[str, data.Encoded], task: TaskData, batch_siz
 class ClassificationJob:
     """GLUE-style tasks: the model's own sequence-classification loss; metrics from the task."""
 
-    checkpoint_at_end = False  # the final evaluation is short: a kill during it just redoes the last steps
     max_steps_cap = None
 
     def __init__(self, tokenizer, task: TaskData, cfg):
@@ -201,6 +204,11 @@ class ClassificationJob:
         eval_s = time.perf_counter() - t_eval
         n_eval = sum(len(e) for e in self.eval_sets.values())
         return metrics, {"eval_s": eval_s, "s_per_eval_example": eval_s / max(n_eval, 1)}, []
+
+
+def _hms(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}"
 
 
 def loss_units(batch: dict) -> int:
@@ -258,7 +266,7 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
         start, window = step, list(state["window"])
         last_loss, train_s_before = state.get("last_loss", last_loss), state.get("train_s", 0.0)
         if main:
-            run.truncate_metrics(step)
+            run.truncate_metrics(step, final_step=step >= total)
             print(f"resuming {run.path} from step {step}/{total}" + (" (training done: final evaluation only)"
                                                                      if step >= total else ""), flush=True)
     else:
@@ -266,8 +274,9 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
 
     model.train()
     ddp = distributed.wrap(model)  # the forward of training; `model` for evaluation and checkpoints
-    bar = tqdm(total=total, initial=start, disable=not (main and sys.stderr.isatty()), desc="train",
-               dynamic_ncols=True)
+    on_terminal = sys.stderr.isatty()
+    bar = tqdm(total=total, initial=start, disable=not (main and on_terminal), desc="train", dynamic_ncols=True)
+    progress_every = tc.progress_every if tc.progress_every > 0 else max(tc.log_every, 1)
     t_train = time.perf_counter()
     result = LoopResult("success", {}, start, total, resumed_from=start, deviations=deviations)
     for step in range(start, total):
@@ -304,10 +313,15 @@ def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker
                          "epoch": done * tc.grad_accum / order.per_epoch})
             bar.set_postfix(loss=f"{last_loss:.4f}")
             window = [0.0, 0]
+        if main and not on_terminal and (done % progress_every == 0 or done == total):
+            elapsed = time.perf_counter() - t_train
+            log.info("%s: step %d/%d, loss %.4f, lr %.3g, %.2f s/step, %s left", run.path.name, done, total,
+                     step_loss, scheduler.get_last_lr()[0], elapsed / (done - start),
+                     _hms(elapsed / (done - start) * (total - done)))
         if tc.eval_every > 0 and done % tc.eval_every == 0 and done != total and main:
             tracker.log({"step": done, "split": "eval", **job.evaluate(model)})  # the others wait in the next step
-        if tc.checkpoint_every > 0 and ((done % tc.checkpoint_every == 0 and done != total)
-                                        or (done == total and job.checkpoint_at_end)):
+        # after the last step too: a kill during the final evaluation resumes into it, with no training redone
+        if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == total):
             rngs = distributed.gather(rng_state())  # every rank's dropout stream: an exact resume
             if main:
                 run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()},

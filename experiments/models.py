@@ -85,6 +85,7 @@ def prepare_gguf(package: str, gguf_file: str, cache_name: str, verbose: bool = 
                                 f"{PIP_NAMES.get(package, package)}`")
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    _no_progress_bars_off_terminal()
     t0 = time.perf_counter()
     if verbose:
         print(f"{cache_name}: dequantising {src / gguf_file} (once) ...", flush=True)
@@ -130,6 +131,21 @@ def prepare(verbose: bool = True) -> Path:
                         verbose=verbose)
 
 
+def _no_progress_bars_off_terminal() -> None:
+    """transformers' and the hub's progress bars (loading weights, writing shards) flood a redirected stderr (SLURM,
+    nohup, CI logs) with carriage-return frames: show them only on a terminal."""
+    if sys.stderr.isatty():
+        return
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    try:
+        from huggingface_hub.utils import disable_progress_bars
+    except ImportError:
+        return
+    disable_progress_bars()
+
+
 # --------------------------------------------------------------------------------------------- configs by name
 def model_config(name: str) -> ModelConfig:
     """The ModelConfig of conf/model/<name>.yaml without Hydra (follows a one-level alias `defaults: [other]`)."""
@@ -172,6 +188,7 @@ def load_model(cfg: ModelConfig, *, num_labels: int | None = None, device: str =
     from transformers import AutoConfig, AutoModelForCausalLM, AutoModelForSequenceClassification, AutoTokenizer
 
     validate(cfg)
+    _no_progress_bars_off_terminal()
     auto = AutoModelForSequenceClassification if cfg.kind == "encoder" else AutoModelForCausalLM
     head_kwargs = {} if num_labels is None or cfg.kind == "decoder" else {"num_labels": num_labels}
     if num_labels == 1 and cfg.kind == "encoder":

@@ -9,16 +9,15 @@ lora.count_parameters. A difference larger than the paper's rounding needs a `wh
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
 from experiments.count import compose_config, count_configs
+from experiments.rundir import atomic_write_text
 
 REPO = Path(__file__).resolve().parents[1]
 OUT = REPO / "results" / "tables" / "params.md"
@@ -264,26 +263,14 @@ def render(records: list[dict]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m experiments.param_table", description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, default=OUT, help=f"where to write the table (default {OUT})")
     parser.add_argument("-q", "--quiet", action="store_true", help="no per-row progress on stderr")
     args = parser.parse_args(argv)
     records = compute(PAPER, verbose=not args.quiet)
-    write_atomic(args.out, render(records))
-    write_atomic(args.out.with_suffix(".csv"), to_csv(records))
+    atomic_write_text(args.out, render(records))
+    atomic_write_text(args.out.with_suffix(".csv"), to_csv(records))
     print(f"wrote {args.out} and its .csv: {len(records)} rows")
     return 0
 

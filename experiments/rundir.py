@@ -17,7 +17,6 @@ import resource
 import socket
 import subprocess
 import sys
-import tempfile
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -31,8 +30,10 @@ PACKAGES = ("torch", "transformers", "tokenizers", "datasets", "safetensors", "h
 
 # --------------------------------------------------------------------------------------------- atomic files
 def atomic_write_text(path: Path, text: str) -> None:
+    from lora.io import temp_beside
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
@@ -79,26 +80,49 @@ class RunDir:
         self.adapter = self.path / "adapter.safetensors"
         self.ckpt = self.path / "checkpoint"
 
-    def status(self) -> Optional[str]:
-        """final.json's status, or None when there is none (never ran, running, or killed)."""
+    def read_final(self) -> Optional[dict]:
+        """final.json as a dict, or None when there is none (never ran, running, or killed). A damaged one (not JSON,
+        not an object, no status) is named in a warning and counts as none: the run is redone or resumed."""
         try:
-            return json.loads(self.final.read_text()).get("status")
-        except (OSError, ValueError):
+            text = self.final.read_text(encoding="utf-8")
+        except FileNotFoundError:
             return None
+        except (OSError, UnicodeDecodeError) as e:
+            return self._damaged(f"unreadable ({type(e).__name__})")
+        try:
+            final = json.loads(text)
+        except ValueError:
+            return self._damaged("not JSON")
+        if not isinstance(final, dict) or not isinstance(final.get("status"), str):
+            return self._damaged(f"a JSON {type(final).__name__} without a status, not a run record")
+        return final
+
+    def _damaged(self, why: str) -> None:
+        print(f"warning: {self.final} is damaged ({why}); treating {self.path} as unfinished", file=sys.stderr,
+              flush=True)
+        return None
+
+    def status(self) -> Optional[str]:
+        """final.json's status, or None when there is none or it is damaged."""
+        final = self.read_final()
+        return None if final is None else final["status"]
 
     def append_metrics(self, row: dict) -> None:
         with open(self.metrics, "a", encoding="utf-8") as f:
             f.write(json.dumps(clean_json(row), allow_nan=False) + "\n")
             f.flush()
 
-    def truncate_metrics(self, last_step: int) -> None:
-        """Drop rows logged after `last_step` (a killed run logged past its last checkpoint; they are redone)."""
+    def truncate_metrics(self, last_step: int, final_step: bool = False) -> None:
+        """Drop rows logged after `last_step` (a killed run logged past its last checkpoint; they are redone), and at
+        the run's final step its evaluation row too (it is logged after the last checkpoint)."""
         if not self.metrics.exists():
             return
         keep = []
         for line in self.metrics.read_text(encoding="utf-8").splitlines():
             try:
-                if json.loads(line).get("step", 0) <= last_step:
+                row = json.loads(line)
+                redone = final_step and row.get("step") == last_step and row.get("split") != "train"
+                if row.get("step", 0) <= last_step and not redone:
                     keep.append(line)
             except ValueError:  # a line cut by the kill
                 continue
@@ -117,11 +141,11 @@ class RunDir:
         A kill at any moment leaves latest.json pointing at complete files. `state` must hold only what
         torch.load(weights_only=True) reads back: tensors, numbers, strings, lists, tuples, dicts.
         """
-        from lora.io import atomic_save_safetensors
+        from lora.io import atomic_save_safetensors, temp_beside
 
         self.ckpt.mkdir(exist_ok=True)
         atomic_save_safetensors(trainable, self.ckpt / f"step_{step:07d}.safetensors")
-        fd, tmp = tempfile.mkstemp(dir=self.ckpt, prefix=".state.", suffix=".tmp")
+        fd, tmp = temp_beside(self.ckpt / "state")
         os.close(fd)
         try:
             torch.save(state, tmp)

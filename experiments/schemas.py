@@ -82,6 +82,8 @@ class TrainConfig:
     threads: int = 0  # torch threads; 0 = every core this process may use
     device: str = "auto"  # auto (the local rank's GPU when CUDA is visible, else cpu) | cpu | cuda | cuda:N
     kill_after_steps: int = 0  # test hook: SIGKILL this process after that many steps (a crash to resume from)
+    kill_at: str = ""  # test hook: SIGKILL at a moment of the run's end: before_final (adapter written) | after_final
+    progress_every: int = 0  # steps between progress lines in the log (train.log) off a terminal; 0: log_every
     # added for the GPT-2 generation recipe (paper Table 11); the defaults leave classification runs unchanged
     warmup_steps: int = 0  # > 0: linear warmup over this many steps instead of warmup_ratio (scaled down with a step cap)
     label_smoothing: float = 0.0  # generation tasks only: label-smoothed token cross-entropy (val_loss is plain NLL)

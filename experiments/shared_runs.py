@@ -34,7 +34,8 @@ def _scale_lock(scale_root: Path) -> Iterator[None]:
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _is_fresh(run_dir: Path) -> bool:
+def is_fresh(run_dir: Path) -> bool:
+    """Nothing of a run in it yet: only what Hydra writes before our code runs."""
     return all(p.name in FRESH or p.suffix == ".log" for p in run_dir.iterdir())
 
 
@@ -60,7 +61,7 @@ def share(run_dir: str | os.PathLike, scale_root: str | os.PathLike, chash: Opti
         return run_dir  # an unresolvable config, an already shared run, or a run outside the scale's layout
     with _scale_lock(scale_root):
         equal = find_equal(scale_root, chash, other_than=run_dir)
-        if equal is None or (run_dir.exists() and not _is_fresh(run_dir)):
+        if equal is None or (run_dir.exists() and not is_fresh(run_dir)):
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / HASH_FILE).write_text(chash + "\n")
             return run_dir

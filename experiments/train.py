@@ -21,6 +21,8 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
+import signal
 import sys
 import time
 import traceback
@@ -31,6 +33,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+import lora.config
 from experiments import distributed, schemas
 
 log = logging.getLogger(__name__)
@@ -38,7 +41,8 @@ log = logging.getLogger(__name__)
 # name differently share one run (experiments/shared_runs.py). lr_by_method: only train.lr, resolved from it, counts;
 # experiment and scale.deviations name and describe a run, they do not change it.
 NOT_COMPUTED = ("logger", "results_dir", "lr_by_method", "experiment")
-NOT_COMPUTED_TRAIN = ("threads", "device", "kill_after_steps", "eval_batch_size", "checkpoint_every")
+NOT_COMPUTED_TRAIN = ("threads", "device", "kill_after_steps", "kill_at", "eval_batch_size", "checkpoint_every",
+                      "progress_every")
 NOT_COMPUTED_SCALE = ("deviations",)
 GENERATION_OUTPUTS = ("predictions.txt", "references.txt", "inputs.jsonl")  # experiments/generate.py writes them
 
@@ -69,6 +73,10 @@ def config_hash(cfg: DictConfig) -> str:
         plain.get("train", {}).pop(key, None)
     for key in NOT_COMPUTED_SCALE:
         plain.get("scale", {}).pop(key, None)
+    method = plain.get("method", {})
+    used = lora.config.FIELDS.get(method.get("name"))
+    if used is not None:  # `method=full method.r=8` is method=full
+        plain["method"] = {k: v for k, v in method.items() if k == "name" or k in used}
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -120,6 +128,55 @@ def is_multirun() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+def check(cfg: DictConfig) -> schemas.Config:
+    """Every setting that can fail before training: a config that fails here writes nothing (not even a folder)."""
+    obj: schemas.Config = OmegaConf.to_object(cfg)
+    _refuse_schema_choices()
+    validate(obj)
+    distributed.device(obj.train.device)  # train.device=cuda without CUDA
+    _warn_unused_method_keys(obj.method.name)
+    return obj
+
+
+def _choices() -> dict:
+    from hydra.core.hydra_config import HydraConfig
+
+    return dict(HydraConfig.get().runtime.choices) if HydraConfig.initialized() else {}
+
+
+def _refuse_schema_choices() -> None:
+    """`method=method_schema` would train the bare type schema: the *_schema entries are types, not options."""
+    for group, choice in _choices().items():
+        if isinstance(choice, str) and choice.endswith("_schema") and "/" not in group and not group.startswith("hydra"):
+            known = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / group).glob("*.yaml"))
+            raise ValueError(f"{group}={choice} is the type schema of the {group} group, not an option; known "
+                             f"{group} options: {', '.join(known)}")
+
+
+def _warn_unused_method_keys(method: str) -> None:
+    """`method=full method.r=8` is method=full: say so (the key is also kept out of the config hash)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    if not HydraConfig.initialized():
+        return
+    used = set(lora.config.FIELDS.get(method, ()))
+    for override in HydraConfig.get().overrides.task:
+        key = override.split("=", 1)[0].lstrip("+~")
+        if key.startswith("method.") and key.split(".")[1] not in used | {"name"}:
+            log.warning("%s has no effect on method=%s (it reads: %s); the run is method=%s's", override, method,
+                        ", ".join(sorted(used)) or "no hyperparameters", method)
+
+
+def _discard_fresh(run_dir: Path) -> None:
+    """Remove the folder Hydra made for a run that was refused before it started (never one with a record)."""
+    from experiments.shared_runs import is_fresh
+
+    if run_dir.is_dir() and not run_dir.is_symlink() and is_fresh(run_dir):
+        import shutil
+
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
 def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
     """Train `cfg` into `run_dir` (default: Hydra's output dir) and return what final.json holds. A run directory
     another live process holds (its .lock) is left alone: two sweeps over the same rows share the work."""
@@ -130,13 +187,20 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
         from hydra.core.hydra_config import HydraConfig
 
         run_dir = HydraConfig.get().runtime.output_dir
+    run_dir = Path(run_dir)
     distributed.init()
+    try:
+        check(cfg)
+    except Exception as e:  # noqa: BLE001 - refused before the run directory is touched
+        if distributed.is_main():
+            _discard_fresh(run_dir)
+        if is_multirun():
+            log.error("refused %s: %s: %s; the sweep goes on", run_dir, type(e).__name__, e)
+            return {"status": "refused", "error": f"{type(e).__name__}: {e}", "metrics": {}}
+        raise
     if distributed.is_main():
-        try:
-            chash = config_hash(cfg)
-        except Exception:  # noqa: BLE001 - an unresolvable config fails later, inside the recorded run
-            chash = None
-        run_dir = shared_runs.share(run_dir, Path(str(cfg.results_dir)) / "runs" / str(cfg.scale.name), chash)
+        run_dir = shared_runs.share(run_dir, Path(str(cfg.results_dir)) / "runs" / str(cfg.scale.name),
+                                    config_hash(cfg))
     rd = RunDir(run_dir)
     if not distributed.is_main():  # rank 0 takes the lock and says whether the run trains (after its clean-up)
         skipped = distributed.broadcast(None)
@@ -153,33 +217,41 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
 
 
 def _prepare(cfg: DictConfig, rd) -> Optional[dict]:
-    """final.json of a finished run to skip, or None once the directory is ready to (re)start or resume."""
-    previous = rd.status()
-    try:
-        chash = config_hash(cfg)
-    except Exception:  # noqa: BLE001 - an unresolvable config fails below, inside the recorded run
-        chash = None
+    """final.json of a finished run to skip, or None once the directory is ready to (re)start or resume.
+
+    A checkpoint is progress: it is resumed after a kill and after a failed attempt (a failure before training, or
+    an error a fix has since removed); it is dropped only for a diverged run, a changed config, or a finished run."""
+    final = rd.read_final()
+    previous = None if final is None else final["status"]
+    chash = config_hash(cfg)
     if previous == "success":
-        done = json.loads(rd.final.read_text())
-        if done.get("config_hash") in (None, chash):
+        if final.get("config_hash") in (None, chash):
+            rd.drop_checkpoint()  # a kill after final.json, before the checkpoint went
             print(f"skipping {rd.path}: final.json says success (delete it to run again)", flush=True)
-            return done
+            return final
         print(f"rerunning {rd.path}: its configuration changed since it finished (e.g. a budget file's learning "
               "rate); the old result is replaced", flush=True)
         previous = "stale"
-    if previous is not None or not (rd.ckpt / "latest.json").exists():
-        rd.drop_checkpoint()  # a finished (failed/diverged) run restarts from scratch, as does a fresh one
+    has_checkpoint = (rd.ckpt / "latest.json").exists()
+    if previous in ("diverged", "stale") or not has_checkpoint:
+        rd.drop_checkpoint()
         rd.reset()
         for name in GENERATION_OUTPUTS:  # a generation run's files from an earlier attempt
             (rd.path / name).unlink(missing_ok=True)
+    else:  # resume: only the record of the failed (or damaged) attempt goes
+        rd.final.unlink(missing_ok=True)
     return None
+
+
+def _kill_at(obj: schemas.Config, moment: str) -> None:
+    if obj.train.kill_at == moment:
+        os.kill(os.getpid(), signal.SIGKILL)  # test hook: a real crash at this moment of the run's end
 
 
 def _run(cfg: DictConfig, rd) -> dict:
     """Train and (rank 0) write the run directory; _prepare has run."""
     import torch
 
-    import lora
     import lora.io
     from experiments import base_weights, loop
     from experiments.launch import job_threads
@@ -188,10 +260,7 @@ def _run(cfg: DictConfig, rd) -> dict:
     from experiments.tracking import Tracker
 
     main = distributed.is_main()
-    try:
-        chash = config_hash(cfg)
-    except Exception:  # noqa: BLE001 - an unresolvable config fails below, inside the recorded run
-        chash = None
+    chash = config_hash(cfg)
     t0 = time.perf_counter()
     base = {"scale": cfg.scale.name, "experiment": cfg.experiment, "seed": cfg.seed,
             "versions": package_versions(), "git_commit": git_commit(), "git_dirty": git_dirty(),
@@ -199,9 +268,7 @@ def _run(cfg: DictConfig, rd) -> dict:
             "deviations": list(cfg.scale.deviations)}
     tracker = None
     try:
-        obj: schemas.Config = OmegaConf.to_object(cfg)
-        validate(obj)
-        chash = chash or config_hash(cfg)
+        obj: schemas.Config = OmegaConf.to_object(cfg)  # run() has checked it
         threads = loop.set_threads(job_threads(obj.train.threads))  # a parallel launcher's share of the cores
         task = load_task(obj.task, obj.scale)
         torch.manual_seed(obj.seed)  # the classification head and tiny models follow the run's seed
@@ -232,7 +299,7 @@ def _run(cfg: DictConfig, rd) -> dict:
                                                               "task": obj.task.name, "steps": result.steps})
             if obj.method.name in lora.config.LORA_METHODS:  # W0 under the adapters: ΔW vs W (Table 7, Figure 8)
                 base_weights.save(model, rd.path)
-        rd.drop_checkpoint()
+        _kill_at(obj, "before_final")
         final = base | {
             "status": result.status, "error": result.error, "metrics": result.metrics,
             "params": {"trainable": counts.trainable, "total": counts.total, "method": counts.method},
@@ -252,18 +319,24 @@ def _run(cfg: DictConfig, rd) -> dict:
                 log.error("run %s failed (%s); the sweep goes on", rd.path, final["error"])
             return final
         raise
-    _finish(rd, final, t0, tracker)
+    _finish(rd, final, t0, tracker, kill_at=obj.train.kill_at)
     print(f"{final['status']}: {rd.path} {json.dumps(final['metrics'])}", flush=True)
     return final
 
 
-def _finish(rd, final: dict, t0: float, tracker) -> None:
+def _finish(rd, final: dict, t0: float, tracker, kill_at: str = "") -> None:
+    """final.json first (its presence means the run is over), then the checkpoint goes, then wandb: a kill at any
+    moment leaves either a resumable checkpoint or a finished record. A failed run keeps its checkpoint."""
     from experiments.rundir import atomic_write_json, peak_memory_mb
 
     final |= {"wall_time_s": time.perf_counter() - t0, "peak_mem_mb": peak_memory_mb()}
+    atomic_write_json(rd.final, final)
+    if kill_at == "after_final":
+        os.kill(os.getpid(), signal.SIGKILL)  # test hook
+    if final["status"] != "failed":
+        rd.drop_checkpoint()
     if tracker is not None:
         tracker.finish(final)
-    atomic_write_json(rd.final, final)  # last: its presence means the run is over
 
 
 class OutputDirCheck(Callback):

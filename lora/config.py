@@ -28,6 +28,18 @@ ADAPTER_METHODS = ("adapter_h", "adapter_l", "adapter_p", "adapter_d")
 PREFIX_EMBED_METHODS = ("prefix_embed", "lora_pe")
 PREFIX_LAYER_METHODS = ("prefix_layer", "lora_pl")
 
+_LORA_FIELDS = ("r", "alpha", "dropout", "targets")
+_PREFIX_FIELDS = ("l_p", "l_i")
+# name -> the MethodConfig fields it reads besides `name` (the others do not change what it trains)
+FIELDS: dict[str, tuple[str, ...]] = {
+    "full": (), "ft_top": ("top_k", "train_also"), "bitfit": ("train_also",),
+    "adapter_h": ("adapter_r", "train_also"), "adapter_l": ("adapter_r", "train_also"),
+    "adapter_p": ("adapter_r", "train_also"), "adapter_d": ("adapter_r", "drop_layers", "train_also"),
+    "prefix_embed": (*_PREFIX_FIELDS, "train_also"), "prefix_layer": (*_PREFIX_FIELDS, "train_also"),
+    "lora": (*_LORA_FIELDS, "train_also"), "lora_pe": (*_LORA_FIELDS, *_PREFIX_FIELDS, "train_also"),
+    "lora_pl": (*_LORA_FIELDS, *_PREFIX_FIELDS, "train_also"),
+}
+
 
 @dataclass
 class MethodConfig:

@@ -14,14 +14,30 @@ from torch import nn
 from lora.layers import LoRALinear, lora_modules
 
 
+def temp_beside(path: Path) -> tuple[int, str]:
+    """(fd, name) of a new temp file next to `path` for an atomic write, with the mode an ordinary file gets under
+    the process umask (mkstemp makes it 0600, unreadable to the others on a shared cluster)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, file_mode())
+    return fd, tmp
+
+
+def file_mode() -> int:
+    """The mode open() gives a new file under the process umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.PathLike,
                             metadata: dict[str, str] | None = None) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     os.close(fd)
     try:
         save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, tmp, metadata=metadata)
+        os.chmod(tmp, file_mode())  # safetensors writes a file of its own in place of the temp one
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -29,7 +45,7 @@ def atomic_save_safetensors(tensors: dict[str, torch.Tensor], path: str | os.Pat
 
 
 def _atomic_write_text(text: str, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = temp_beside(path)
     try:
         with os.fdopen(fd, "w") as f:
             f.write(text)

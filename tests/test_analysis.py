@@ -282,6 +282,32 @@ def test_cli_writes_every_table(results, capsys):
     assert "figure3: needs" in capsys.readouterr().out
 
 
+def test_cli_never_empties_committed_cells_without_force(results, capsys):
+    """A rebuild from fewer runs (a fresh clone, another session) keeps the committed table unless --force."""
+    import shutil
+
+    assert main(["tables", "--scale", SCALE, "--results", str(results), "--table", "table15"]) == 0
+    committed = (results / "tables" / SCALE / "table15.md").read_text()
+    shutil.rmtree(results / "runs" / SCALE / "table15" / "lora_r8_s1")  # one of LoRA r=8's two seeds
+    shutil.rmtree(results / "runs" / SCALE / "table15" / "lora_r8_s0")
+    capsys.readouterr()
+    assert main(["tables", "--scale", SCALE, "--results", str(results), "--table", "table15"]) == 1
+    out = capsys.readouterr().out
+    assert "kept" in out and "LoRA" in out and "--force" in out
+    assert (results / "tables" / SCALE / "table15.md").read_text() == committed
+    assert main(["tables", "--scale", SCALE, "--results", str(results), "--table", "table15", "--force"]) == 0
+    assert (results / "tables" / SCALE / "table15.md").read_text() != committed
+
+
+def test_cli_names_the_scales_it_found_for_an_empty_or_misspelt_folder(results, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["tables", "--scale", "locl", "--results", str(results)])
+    assert f"scales with runs there: {SCALE}" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["tables", "--scale", SCALE, "--results", str(tmp_path / "empty")])
+    assert "scales with runs there: none" in capsys.readouterr().err
+
+
 def test_lr_search_marks_the_best_rate_on_held_out_train_pairs(tmp_path):
     """val_accuracy (held out of train) picks the rate, never eval_accuracy (the dev split the table reports)."""
     from analysis.lr_search import lr_search

@@ -216,3 +216,116 @@ def test_bad_input_fails_clearly_and_cleanly(case, pattern, env, tmp_path, monke
     for final in [p for p in written if p.name == "final.json"]:
         record = json.loads(final.read_text())
         assert record["status"] == "failed" and re.search(pattern, record["error"], re.S), record
+
+
+# ----------------------------------------------------------------------------------- data files: no data, labels
+def glue_copy(task: str, folder: str, name: str, edit: Callable[[str], str]) -> Callable:
+    """task=<task> on a copy of the real glue/<folder> train and dev files whose file `name` becomes edit(its text)."""
+    def case(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+        from experiments.data import task_folder
+
+        src = task_folder("glue", folder)
+        if src is None:
+            pytest.skip(f"needs the GLUE {folder} files (LORA_DATA_DIR)")
+        dst = tmp / "data" / "glue" / folder
+        dst.mkdir(parents=True)
+        for file in ("train.tsv", "dev.tsv"):
+            shutil.copy(src / file, dst / file)
+        (dst / name).write_text(edit((dst / name).read_text(encoding="utf-8")), encoding="utf-8")
+        mp.setenv("LORA_DATA_DIR", str(tmp / "data"))
+        overrides(f"task={task}")(tmp, mp)
+    return case
+
+
+def empty_e2e_train(tmp: Path, mp: pytest.MonkeyPatch) -> None:
+    """A generation task's file: e2e/train.txt of 0 bytes (it used to load as 0 examples without a word)."""
+    from experiments.tasks.generation import load_e2e_split
+
+    (tmp / "data" / "e2e").mkdir(parents=True)
+    (tmp / "data" / "e2e" / "train.txt").write_bytes(b"")
+    mp.setenv("LORA_DATA_DIR", str(tmp / "data"))
+    load_e2e_split("train")
+
+
+def set_label(label: str, row: int = 5) -> Callable[[str], str]:
+    """The text with the label (last field) of data row `row` replaced."""
+    def edit(text: str) -> str:
+        lines = text.splitlines(keepends=True)
+        lines[row] = lines[row].rstrip("\n").rsplit("\t", 1)[0] + f"\t{label}\n"
+        return "".join(lines)
+    return edit
+
+
+NOT_A_LINE = r"^(?!.*[Ff]ix or delete that line)"  # an empty file has no line to fix
+RTE_WAY_OUT = (r"re-download or restore it from the original rte download \(or point LORA_DATA_DIR at a folder with a "
+               r"complete glue/RTE/\), or delete it to load the hub copy nyu-mll/glue/rte instead")
+
+DATA_FILE_CASES = [
+    pytest.param(glue_copy("rte", "RTE", "train.tsv", lambda text: text.splitlines(keepends=True)[0]),
+                 NOT_A_LINE + r".*RTE/train\.tsv has a header line but no data rows \(a truncated download or "
+                 r"copy\?\); " + RTE_WAY_OUT, id="data-file-header-only"),
+    pytest.param(glue_copy("rte", "RTE", "train.tsv", lambda text: ""),
+                 NOT_A_LINE + r".*RTE/train\.tsv is empty \(0 bytes; a failed download or copy\?\); " + RTE_WAY_OUT,
+                 id="data-file-empty"),
+    pytest.param(glue_copy("rte", "RTE", "dev.tsv", lambda text: "\n  \n\t\n"),
+                 NOT_A_LINE + r".*RTE/dev\.tsv is empty \(6 bytes, whitespace only; .*\); " + RTE_WAY_OUT,
+                 id="data-file-whitespace-only"),
+    pytest.param(empty_e2e_train, NOT_A_LINE + r".*e2e/train\.txt is empty \(0 bytes; .*\); re-download or restore "
+                 r"it from the original E2E download .*hub copy e2e_nlg", id="data-file-empty-generation"),
+    # a task whose files hold label ids: the message lists them (it listed [] before)
+    pytest.param(glue_copy("sst2", "SST-2", "train.tsv", set_label("maybe")),
+                 r"SST-2/train\.tsv, data row 5: sst2: unknown label 'maybe'; expected one of the label ids \[0, 1\]; "
+                 r"the row reads .*Fix or delete that line", id="data-row-unknown-label-id-task"),
+    pytest.param(glue_copy("sst2", "SST-2", "train.tsv", set_label("7")),
+                 r"SST-2/train\.tsv, data row 5: sst2: label id 7 is out of range; expected one of the label ids "
+                 r"\[0, 1\]", id="data-row-label-id-out-of-range"),
+    pytest.param(glue_copy("rte", "RTE", "train.tsv", set_label("maybe")),
+                 r"RTE/train\.tsv, data row 5: rte: unknown label 'maybe'; expected an id or one of \['entailment', "
+                 r"'not_entailment'\] \(ids \[0, 1\]\)", id="data-row-unknown-label-names-the-ids"),
+]
+
+
+@pytest.mark.parametrize("case, pattern", DATA_FILE_CASES)
+def test_bad_data_file_fails_clearly_and_cleanly(case, pattern, env, tmp_path, monkeypatch):
+    test_bad_input_fails_clearly_and_cleanly(case, pattern, env, tmp_path, monkeypatch)
+
+
+# ------------------------------------------------------------------------------------------- the metrics CLI's files
+def metrics_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PY), "-m", "experiments.metrics", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_metrics_cli_counts_lines_as_wc_does(tmp_path):
+    """U+2028, NEL and form feed inside a line do not end it (str.splitlines would); a CRLF file reads as LF; a last
+    line without a newline counts: as many hypotheses as `wc -l` lines (+1 for that last line)."""
+    from experiments.metrics import read_hyps, read_refs
+
+    texts = ["the cat sat\u2028on the mat today", "the dog\x85barked at the postman", "a bird\x0csang in the old tree"]
+    hyps, refs = tmp_path / "hyps.txt", tmp_path / "refs.txt"
+    hyps.write_bytes("\n".join(texts).encode("utf-8"))  # no final newline: wc -l says 2
+    refs.write_bytes("".join(t + "\r\n\r\n" for t in texts).encode("utf-8"))
+    assert hyps.read_bytes().count(b"\n") + 1 == len(read_hyps(hyps)) == 3
+    assert read_hyps(hyps)[0] == texts[0]
+    assert read_refs(refs) == [[t] for t in texts]  # no "\r" left, no reference split in two
+    proc = metrics_cli("webnlg", "--refs", str(refs), "--hyps", str(hyps), "--metrics", "BLEU,TER")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"BLEU": pytest.approx(100.0), "TER": 0.0}
+
+
+def test_metrics_cli_names_a_file_that_is_not_utf8(tmp_path):
+    import re
+
+    first = "the café is open today\n".encode("utf-8")
+    hyps, refs = tmp_path / "hyps.txt", tmp_path / "refs.txt"
+    hyps.write_bytes(first + "the caf\xe9 is closed now\n".encode("latin-1"))
+    refs.write_text("the café is open today\nthe café is closed now\n", encoding="utf-8")
+    proc = metrics_cli("webnlg", "--refs", str(refs), "--hyps", str(hyps), "--metrics", "BLEU,TER")
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr
+    offset = len(first) + len(b"the caf")
+    assert re.search(rf"error: {re.escape(str(hyps))} is not UTF-8 text: byte 0xe9 at byte offset {offset} \(line 2, "
+                     r"byte 8 of that line\) .*re-encode the file as UTF-8", proc.stderr), proc.stderr
+    # a missing file: its name, no traceback
+    proc = metrics_cli("webnlg", "--refs", str(refs), "--hyps", str(tmp_path / "nope.txt"))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert f"cannot read {tmp_path / 'nope.txt'} (No such file or directory)" in proc.stderr

@@ -83,19 +83,11 @@ def has_checkpoint(run: Path) -> bool:
 
 
 def trained_all_steps(run: Path) -> bool:
-    """The last train row is logged: training is over, the final evaluation runs (final.json not yet written)."""
+    """The checkpoint after the last step is written: the final evaluation runs (final.json not yet written)."""
     try:
-        lines = (run / "metrics.jsonl").read_text().splitlines()
-    except OSError:
+        return json.loads((run / "checkpoint" / "latest.json").read_text())["step"] == TOTAL
+    except (OSError, ValueError, KeyError):
         return False
-    for line in lines:
-        try:
-            row = json.loads(line)
-        except ValueError:  # a row being appended
-            continue
-        if row.get("split") == "train" and row.get("step") == TOTAL:
-            return True
-    return False
 
 
 def kill_when(args: list[str], env: dict, results: Path, moment: Callable[[Path], bool], log: Path,
@@ -141,24 +133,72 @@ def test_sigkill_at_any_moment_then_rerun_matches_uninterrupted(moment, env, tmp
         assert step == 0
     elif moment is has_checkpoint:
         assert 0 < step < TOTAL
-    else:  # a classification run keeps no checkpoint after its last step: the re-run redoes the last few
-        assert step == TOTAL - EVERY and not (run / "adapter.safetensors").exists()
+    else:  # checkpointed after its last step: the re-run only evaluates
+        assert step == TOTAL and not (run / "adapter.safetensors").exists()
 
     final = run_inprocess(args, run)  # the same command, in this process (the CLI's start-up costs seconds)
     assert final["resumed_from_step"] == step
     assert_same_run(run, *long_reference, final)
 
 
-def test_killed_between_adapter_and_final_json_reruns_from_scratch(env, tmp_path, smoke_reference):
-    """The adapter is written, a temp final.json half-written, then the kill (the checkpoint was already dropped):
-    no final.json means not finished, so the run is redone, and the stale files go."""
+@pytest.mark.parametrize("moment", ["before_final", "after_final"])
+def test_sigkill_at_the_end_loses_no_training(moment, env, tmp_path, long_reference):
+    """Killed after the adapter is written but before final.json (the checkpoint is still there), or after final.json
+    but before the checkpoint is dropped and wandb finishes: the same command evaluates only, or skips."""
+    results = tmp_path / "results"
+    args = LONG + [f"results_dir={results}"]
+    proc = subprocess.run([str(PY), "-m", "experiments.train", *args, f"train.kill_at={moment}"], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-3000:]
+    run = the_run(results)
+    assert json.loads((run / "checkpoint" / "latest.json").read_text())["step"] == TOTAL
+    assert (run / "final.json").exists() == (moment == "after_final")
+    final = run_inprocess(args, run)
+    if moment == "before_final":
+        assert final["resumed_from_step"] == TOTAL  # training is not redone
+        assert_same_run(run, *long_reference, final)
+    else:
+        assert final["status"] == "success" and not (run / "checkpoint").exists()  # skipped, leftover dropped
+        assert final["metrics"] == long_reference[1]["metrics"]
+
+
+def test_a_failed_attempt_keeps_a_killed_runs_checkpoint(env, tmp_path, long_reference):
+    """Killed at step 10, rerun with a setting that fails before training (train.device=cuda, kept out of the folder
+    name), then rerun right: it resumes from step 10; the refused attempt wrote nothing."""
+    if torch.cuda.is_available():
+        pytest.skip("needs a machine without CUDA")
+    results = tmp_path / "results"
+    args = LONG + [f"results_dir={results}"]
+    killed = subprocess.run([str(PY), "-m", "experiments.train", *args, "train.kill_after_steps=10"], cwd=REPO,
+                            env=env, capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = the_run(results)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    refused = subprocess.run([str(PY), "-m", "experiments.train", *args, "train.device=cuda"], cwd=REPO, env=env,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "no CUDA device" in refused.stderr
+    assert not (run / "final.json").exists()
+    assert sorted(p.relative_to(run) for p in run.rglob("*") if p.name != "train.log") == \
+        [p for p in before if p.name != "train.log"]
+    final = run_inprocess(args, run)
+    assert final["resumed_from_step"] == 10
+    assert_same_run(run, *long_reference, final)
+
+
+@pytest.mark.parametrize("record", ["[1, 2]", '"success"', "{}", '{"status": 3}', "\xff\xfe not utf-8"])
+def test_a_damaged_final_json_of_any_shape_is_named_and_redone(record, env, tmp_path, smoke_reference, capsys):
+    from analysis.collect import collect
+
     ref, ref_final = smoke_reference
-    run = tmp_path / "run"
+    results = tmp_path / "results"
+    run = results / "runs" / "smoke" / "adhoc" / "run"
     shutil.copytree(ref, run)
-    (run / "final.json").unlink()
-    (run / ".final.json.x1y2z3.tmp").write_text('{"status": "succ')
-    final = run_inprocess(SMOKE + [f"results_dir={tmp_path}"], run)
-    assert final["resumed_from_step"] == 0
+    (run / "final.json").write_bytes(record.encode("latin-1"))
+    frame = collect(results, "smoke")  # analysis: the run is damaged, named, not a crash
+    assert list(frame["status"]) == ["damaged"] and str(run) in frame["error"][0]
+    final = run_inprocess(SMOKE + [f"results_dir={results}"], run)
+    assert "final.json is damaged" in capsys.readouterr().err
+    assert final["resumed_from_step"] == 0  # a finished run keeps no checkpoint: redone from scratch
     assert_same_run(run, ref, ref_final, final)
 
 
@@ -259,3 +299,53 @@ def test_generation_run_killed_while_scoring_resumes_into_the_final_evaluation(e
     ref_final = run_inprocess(e2e + [f"results_dir={ref.parent}"], ref)
     assert_same_run(run, ref, ref_final, final)
     assert (run / "predictions.txt").read_text() == (ref / "predictions.txt").read_text()
+
+
+# ------------------------------------------------------------------------------------------- refused configs, output
+def _cli(args: list[str], env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([str(PY), "-m", "experiments.train", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_configs_that_fail_validation_write_nothing(env, tmp_path):
+    results = tmp_path / "results"
+    sweep = _cli(["-m", *SMOKE, f"results_dir={results}", "method.r=0,-1"], env)
+    assert sweep.returncode == 0 and (sweep.stdout + sweep.stderr).count("refused") == 2, sweep.stderr[-3000:]
+    single = _cli(SMOKE + [f"results_dir={results}", "method.alpha=0"], env)
+    assert single.returncode != 0 and "method.alpha must be > 0" in single.stderr
+    schema = _cli(SMOKE + [f"results_dir={results}", "method=method_schema"], env)
+    assert schema.returncode != 0 and "type schema of the method group" in schema.stderr
+    assert "known method options: adapter_d" in schema.stderr
+    assert not [p for p in results.glob("runs/*/*/*") if p.is_dir()], "a refused config left a run folder"
+
+
+def test_keys_a_method_does_not_read_do_not_make_another_run(env, tmp_path):
+    results = tmp_path / "results"
+    full = _cli(SMOKE + [f"results_dir={results}", "method=full"], env)
+    assert full.returncode == 0, full.stderr[-3000:]
+    again = _cli(SMOKE + [f"results_dir={results}", "method=full", "method.r=8"], env)
+    assert again.returncode == 0 and "skipping" in again.stdout
+    assert "method.r=8 has no effect on method=full" in again.stdout + again.stderr
+    runs = [p for p in results.glob("runs/smoke/adhoc/*") if p.is_dir()]
+    assert len(runs) == 2 and sum(p.is_symlink() for p in runs) == 1
+
+
+def test_off_a_terminal_progress_goes_to_the_log_and_files_follow_the_umask(env, tmp_path):
+    """stdout/stderr are pipes here (as under SLURM or nohup): no progress bars, a log line per step instead;
+    every file of the run is readable by the group and the others under umask 022."""
+    import os
+    import stat
+
+    results = tmp_path / "results"
+    old = os.umask(0o022)
+    try:
+        proc = _cli(SMOKE + [f"results_dir={results}", "train.progress_every=2"], env)
+    finally:
+        os.umask(old)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run = the_run(results)
+    log = (run / "train.log").read_text()
+    assert [int(m) for m in re.findall(r"step (\d+)/8, loss", log)] == [2, 4, 6, 8]
+    assert "\r" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr[-2000:]
+    for path in [run / "final.json", run / "metrics.jsonl", run / "adapter.safetensors"]:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o644, path

@@ -75,7 +75,7 @@ def test_only_lora_and_head_parameters_move(family):
     model(input_ids=ids, attention_mask=mask, labels=labels).loss.backward()
     opt.step()
     for name, p in model.named_parameters():
-        trainable = "lora_" in name or name.startswith("classifier")
+        trainable = "lora_" in name or name.startswith(("classifier", "bert.pooler"))
         assert p.requires_grad == trainable, name
         changed = not torch.equal(p, before[name])
         assert changed == trainable, name
@@ -86,7 +86,7 @@ def test_lora_parameter_count(family, d):
     model = tiny.FAMILIES[family]()
     lora.apply_method(model, lora.MethodConfig(name="lora", r=4, targets=["q", "o"]))
     # q and o are d × d in both families: 2 matrices (A, B) · L · d · r per target role
-    assert lora.count_parameters(model, exclude=["classifier", "score"]).method == 2 * 2 * 2 * d * 4
+    assert lora.count_parameters(model, exclude=lora.MethodConfig().train_also).method == 2 * 2 * 2 * d * 4
 
 
 def test_gpt2_qv_uses_two_slices_of_c_attn():

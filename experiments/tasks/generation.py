@@ -95,6 +95,8 @@ def read_e2e(path: Path) -> list[GenExample]:
     """`MR||reference` lines (LoRA/Prefix-Tuning format); the reference is stripped of its trailing space."""
     if not path.is_file():
         raise DataNotFound(f"{path} not found")
+    data.check_not_empty(path, restore="re-download or restore it from the original E2E download (the LoRA-format "
+                         "files), or delete it to load the hub copy e2e_nlg instead")
     out = []
     with open(path, encoding="utf-8") as f:
         for n, line in enumerate(f, 1):
@@ -146,6 +148,8 @@ def webnlg_entries(path: Path) -> list[dict]:
     """The `entries` of a WebNLG challenge JSON as a list of entry dicts, in file order (keys "1", "2", ...)."""
     if not path.is_file():
         raise DataNotFound(f"{path} not found")
+    data.check_not_empty(path, restore="re-download or restore it from the original WebNLG 2017 download (the LoRA "
+                         "JSON files)")
     with open(path, encoding="utf-8") as f:
         entries = json.load(f)["entries"]
     return [next(iter(e.values())) for e in entries]
@@ -191,6 +195,7 @@ def dart_examples(entries: list[dict]) -> list[GenExample]:
 def read_dart(path: Path) -> list[dict]:
     if not path.is_file():
         raise DataNotFound(f"{path} not found")
+    data.check_not_empty(path, restore="re-download or restore it from the original DART v1.1.1 download")
     with open(path, encoding="utf-8") as f:
         return json.load(f)
 

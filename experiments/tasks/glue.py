@@ -130,16 +130,24 @@ TASKS: dict[str, GlueTask] = {t.name: t for t in [
 ]}
 
 
+def label_set(task: GlueTask) -> str:
+    """The labels a row of `task` may carry, as an error message lists them."""
+    ids = list(range(task.num_labels))
+    return f"an id or one of {list(task.labels)} (ids {ids})" if task.labels else f"one of the label ids {ids}"
+
+
 def _converter(task: GlueTask) -> Callable[[object], float | int]:
     if task.regression:
         return float
     def convert(value):
-        if isinstance(value, int):
-            return value
         if isinstance(value, str) and value.strip().lstrip("-").isdigit():
-            return int(value)
+            value = int(value)
+        if isinstance(value, int):
+            if not 0 <= value < task.num_labels:
+                raise ValueError(f"{task.name}: label id {value} is out of range; expected {label_set(task)}")
+            return value
         if task.labels is None or value not in task.labels:
-            raise ValueError(f"{task.name}: unknown label {value!r}; expected an id or one of {list(task.labels or [])}")
+            raise ValueError(f"{task.name}: unknown label {value!r}; expected {label_set(task)}")
         return task.labels[value]
     return convert
 
@@ -164,10 +172,18 @@ def _innermost(e: BaseException) -> str:
     return f"{type(e).__name__}: {' '.join(str(e).split())[:300]}"
 
 
+def _restore(task: GlueTask) -> str:
+    """The way out when a local file of `task` holds no data."""
+    return (f"re-download or restore it from the original {task.name} download (or point LORA_DATA_DIR at a folder "
+            f"with a complete {task.folder}/), or delete it to load the hub copy {HUB}/{task.hub_name} instead")
+
+
 def _read(task: GlueTask, path, file: str) -> list[dict]:
     try:
-        return data.read_jsonl(path) if file.endswith(".jsonl") else data.read_tsv(path, task.columns)
-    except OSError:  # missing or unreadable (permissions): its own message says so
+        if file.endswith(".jsonl"):
+            return data.read_jsonl(path, restore=_restore(task))
+        return data.read_tsv(path, task.columns, restore=_restore(task))
+    except (OSError, data.EmptyDataFile):  # missing, unreadable (permissions), empty: their own messages say so
         raise
     except Exception as e:  # noqa: BLE001 - pandas/json/datasets errors: one message naming the file
         raise ValueError(f"{path} is malformed ({_innermost(e)}); fix or delete that line, or restore the file "
@@ -217,7 +233,9 @@ def load_mnli_train() -> tuple[list[Example], str]:
         examples = []
         for f in MNLI_TRAIN_FILES:
             try:
-                rows = data.read_json_records(folder / f)
+                rows = data.read_json_records(folder / f, restore=_restore(TASKS["mnli"]))
+            except data.EmptyDataFile:
+                raise
             except ValueError as e:  # json.JSONDecodeError names the line, not the file
                 raise ValueError(f"{folder / f} is not valid JSON ({e}); restore it from the original MNLI "
                                  "download") from e
