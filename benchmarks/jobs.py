@@ -19,11 +19,11 @@ from torch import nn
 
 import lora
 from experiments.loop import build_optimizer
-from lora.adapters import inject_adapters
+from lora.adapters import Adapter, inject_adapters, on_block_output
 from lora.io import atomic_save_safetensors, save_adapter
 from lora.layers import inject_lora
 from lora.multi import attach_adapters
-from lora.targets import find_targets
+from lora.targets import blocks_of, find_targets
 
 from benchmarks.common import (Settings, Swap, matmul_params, median, peak_rss_mb, reset_peak_rss, rss_mb, sgemm,
                                time_interleaved)
@@ -73,12 +73,13 @@ def lora_config(s: Settings, name: str = "lora") -> lora.MethodConfig:
 
 
 def peft_config(model: nn.Module, s: Settings, dropout: float | None = None, head: bool = False):
-    """PEFT's LoRA on exactly the modules our `targets` name (full module paths), same rank, alpha and dropout."""
+    """PEFT's LoRA on exactly the modules our `targets` name (full module paths), same rank, alpha and dropout, and
+    with `head` the same trained task head as ours (BERT's pooler and classifier)."""
     from peft import LoraConfig
 
     return LoraConfig(r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout if dropout is None else dropout,
                       target_modules=[t.path for t in find_targets(model, list(s.targets))],
-                      modules_to_save=["classifier"] if head else None)
+                      modules_to_save=["classifier", "pooler"] if head else None)
 
 
 def batch(kind: str, model: nn.Module, n: int, t: int, seed: int = 0) -> dict:
@@ -168,6 +169,24 @@ def _randomise(modules, seed: int, std: float = 0.02) -> None:
                     p.copy_(torch.randn(p.shape, generator=g) * std)
 
 
+class _BlockWithOutputAdapter(nn.Module):
+    """Adapter^L as lora.adapters computes it (on the block output), as a wrapper so that Swap can swap it."""
+
+    def __init__(self, block: nn.Module, adapter: Adapter):
+        super().__init__()
+        self.block, self.adapter = block, adapter
+
+    def forward(self, *args, **kwargs):
+        return on_block_output(self.adapter, self.block(*args, **kwargs))
+
+
+def _wrap_block_outputs(model: nn.Module, r: int) -> None:
+    blocks = blocks_of(model)
+    d = model.get_input_embeddings().weight.shape[1]
+    for i, block in enumerate(blocks):
+        blocks[i] = _BlockWithOutputAdapter(block, Adapter(d, r, layer_norm=True))
+
+
 def _rel_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return ((a - b).abs().max() / b.abs().max()).item()
 
@@ -184,7 +203,7 @@ def latency(s: Settings) -> dict:
         layer.base = copy.deepcopy(layer.base)
         layer.load_state_dict(unmerged[path].state_dict())
         layer.merge()
-    _randomise(swap.capture("adapter_l", lambda m: inject_adapters(m, "l", r=s.adapter_r)).values(), seed=2)
+    _randomise(swap.capture("adapter_l", lambda m: _wrap_block_outputs(m, s.adapter_r)).values(), seed=2)
     _randomise(swap.capture("adapter_h", lambda m: inject_adapters(m, "h", r=s.adapter_r)).values(), seed=3)
     out = {"model": model_name("gpt2", s) + " (random weights)", "cells": []}
     with torch.inference_mode():

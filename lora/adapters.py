@@ -74,11 +74,15 @@ class AfterAddNorm(nn.Module):
         return self.base.LayerNorm(y + self.adapter.delta(normed) + input_tensor)
 
 
-def _block_output_hook(block: nn.Module, args, output):
-    adapter = getattr(block, BLOCK_ADAPTER)
+def on_block_output(adapter: Adapter, output):
+    """A block's output with `adapter` applied to its hidden states."""
     if isinstance(output, tuple):  # (hidden_states, attentions / cache ...) in some transformers versions
         return (adapter(output[0]), *output[1:])
     return adapter(output)
+
+
+def _block_output_hook(block: nn.Module, args, output):
+    return on_block_output(getattr(block, BLOCK_ADAPTER), output)
 
 
 def default_drop_layers(n_blocks: int) -> int:
