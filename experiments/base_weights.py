@@ -17,7 +17,7 @@ from pathlib import Path
 
 from torch import nn
 
-from lora.config import LORA_METHODS
+from lora.methods import get as method_of
 
 FILE = "base_weights.safetensors"
 
@@ -58,7 +58,7 @@ def write_for_run(run_dir: str | Path) -> Path:
         raise FileNotFoundError(f"{config} not found: {run_dir} is not a run directory written by experiments.train")
     cfg = OmegaConf.merge(OmegaConf.structured(schemas.Config), OmegaConf.load(config))
     obj = OmegaConf.to_object(cfg)
-    if obj.method.name not in LORA_METHODS:
+    if not method_of(obj.method.name).has_delta_w:
         raise ValueError(f"{run_dir} ran method {obj.method.name!r}: only LoRA runs have base weights under adapters")
     torch.manual_seed(obj.seed)  # a random-init (smoke) model is rebuilt as the run built it; the head comes last
     model, _ = load_model(obj.model, with_tokenizer=False)

@@ -27,7 +27,7 @@ from experiments import schemas
 from experiments.models import load_model
 from experiments.schemas import ModelConfig
 from lora import MethodConfig, apply_method, count_parameters
-from lora.config import ADAPTER_METHODS, LORA_METHODS, PREFIX_EMBED_METHODS, PREFIX_LAYER_METHODS
+from lora.methods import get as method_of
 
 CONF_DIR = Path(__file__).resolve().parents[1] / "conf"
 GROUPS = ("model", "method")
@@ -108,17 +108,11 @@ def meta_model(model_cfg: ModelConfig, num_labels: int | None = None) -> nn.Modu
 
 
 def hyperparameters(m: MethodConfig) -> str:
-    """The hyperparameters that matter for method `m`, e.g. 'r=8 targets=[q,v]'."""
-    parts = []
-    if m.name in LORA_METHODS:
-        parts.append(f"r={m.r} alpha={m.alpha:g} targets=[{','.join(m.targets)}]")
-    if m.name in ADAPTER_METHODS:
-        parts.append(f"adapter_r={m.adapter_r}" + (f" drop_layers={m.drop_layers}" if m.name == "adapter_d" else ""))
-    if m.name in PREFIX_EMBED_METHODS + PREFIX_LAYER_METHODS:
-        parts.append(f"l_p={m.l_p} l_i={m.l_i}")
-    if m.name == "ft_top":
-        parts.append(f"top_k={m.top_k}")
-    return " ".join(parts)
+    """The hyperparameters that matter for method `m`, e.g. 'r=8 alpha=8 dropout=0 targets=[q,v]'."""
+    def text(v) -> str:
+        return f"[{','.join(map(str, v))}]" if isinstance(v, (list, tuple)) else f"{v:g}" if isinstance(v, float) \
+            else str(v)
+    return " ".join(f"{f}={text(getattr(m, f))}" for f in method_of(m.name).fields if f != "train_also")
 
 
 def summary(model_cfg: ModelConfig, method_cfg: MethodConfig, result: dict) -> str:

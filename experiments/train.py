@@ -33,7 +33,7 @@ import hydra
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
-import lora.config
+import lora.methods
 from experiments import distributed, schemas
 
 log = logging.getLogger(__name__)
@@ -74,8 +74,8 @@ def config_hash(cfg: DictConfig) -> str:
     for key in NOT_COMPUTED_SCALE:
         plain.get("scale", {}).pop(key, None)
     method = plain.get("method", {})
-    used = lora.config.FIELDS.get(method.get("name"))
-    if used is not None:  # `method=full method.r=8` is method=full
+    if method.get("name") in lora.methods.registry():  # `method=full method.r=8` is method=full
+        used = lora.methods.get(method["name"]).fields
         plain["method"] = {k: v for k, v in method.items() if k == "name" or k in used}
     return hashlib.sha256(json.dumps(plain, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -159,7 +159,7 @@ def _warn_unused_method_keys(method: str) -> None:
 
     if not HydraConfig.initialized():
         return
-    used = set(lora.config.FIELDS.get(method, ()))
+    used = set(lora.methods.get(method).fields)
     for override in HydraConfig.get().overrides.task:
         key = override.split("=", 1)[0].lstrip("+~")
         if key.startswith("method.") and key.split(".")[1] not in used | {"name"}:
@@ -278,7 +278,7 @@ def _run(cfg: DictConfig, rd) -> dict:
         if tokenizer is None:
             raise ValueError(f"model {obj.model.name!r} comes without a tokenizer; set model.tokenizer to an "
                              "embedded model's name (e.g. minilm)")
-        if obj.method.name in lora.config.LORA_METHODS:
+        if lora.methods.get(obj.method.name).has_delta_w:
             # A's init from a generator seeded by (seed, r): kaiming-uniform rows are drawn in order with a bound that
             # does not depend on r, so under one seed r=8's A would be the first 8 rows of r=64's (Figure 3/4)
             torch.manual_seed(lora_init_seed(obj.seed, obj.method.r))
@@ -297,7 +297,7 @@ def _run(cfg: DictConfig, rd) -> dict:
             lora.io.save_adapter(model, rd.adapter, metadata={"method": obj.method.name, "model": obj.model.name,
                                                               "r": obj.method.r, "alpha": obj.method.alpha,
                                                               "task": obj.task.name, "steps": result.steps})
-            if obj.method.name in lora.config.LORA_METHODS:  # W0 under the adapters: ΔW vs W (Table 7, Figure 8)
+            if lora.methods.get(obj.method.name).has_delta_w:  # W0 under the adapters: ΔW vs W (Table 7, Figure 8)
                 base_weights.save(model, rd.path)
         _kill_at(obj, "before_final")
         final = base | {

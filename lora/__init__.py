@@ -5,10 +5,12 @@
 
 No Hydra, wandb or datasets here: this package can be lifted into another project as it is.
 """
-from lora.config import METHODS, MethodConfig
+from lora.config import MethodConfig
 from lora.count import ParamCount, count_parameters
-from lora.methods import apply_method
+from lora.methods import apply_method, registry
 from lora.multi import AdapterBank, attach_adapters
+
+METHODS = {name: m.trains for name, m in registry().items()}  # name -> what it trains
 
 __all__ = ["METHODS", "AdapterBank", "MethodConfig", "ParamCount", "apply_method", "attach_adapters",
            "count_parameters"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 from torch import nn
 
 from lora.layers import in_out_features
+from lora.methods import Method
 from lora.targets import blocks_of, blocks_path, family_of
 
 KINDS = ("h", "d", "l", "p")
@@ -135,3 +136,25 @@ def _new(projection: nn.Module, r: int, layer_norm: bool) -> Adapter:
 def _wrap(model: nn.Module, path: str, make) -> None:
     parent, _, child = path.rpartition(".")
     setattr(model.get_submodule(parent), child, make(model.get_submodule(path)))
+
+
+def check_adapter(cfg) -> None:
+    if cfg.adapter_r < 1:
+        raise ValueError(f"method.adapter_r must be >= 1 (the bottleneck width), got {cfg.adapter_r}")
+    if cfg.drop_layers is not None and cfg.drop_layers < 0:
+        raise ValueError(f"method.drop_layers must be >= 0, got {cfg.drop_layers}")
+
+
+def _method(kind: str, trains: str, *fields: str) -> Method:
+    return Method(f"adapter_{kind}", trains, ("adapter_r", *fields, "train_also"),
+                  lambda model, cfg: inject_adapters(model, kind, r=cfg.adapter_r, drop_layers=cfg.drop_layers),
+                  check_adapter)
+
+
+METHODS = (
+    _method("h", "Houlsby adapters after the attention block and after the MLP (Adapter^H)"),
+    _method("l", "one adapter with a LayerNorm of its own on each block's output (Adapter^L, Lin et al.)"),
+    _method("p", "one adapter after the MLP's Add & Norm (Adapter^P, Pfeiffer et al.)"),
+    _method("d", "Houlsby adapters without those of the lowest `drop_layers` layers (Adapter^D, AdapterDrop)",
+            "drop_layers"),
+)

@@ -14,6 +14,8 @@ import math
 import torch
 from torch import nn
 
+from lora.methods import Method
+
 from lora.targets import family_of, find_targets
 
 
@@ -202,3 +204,28 @@ def merge_lora(model: nn.Module) -> None:
 def unmerge_lora(model: nn.Module) -> None:
     for m in lora_modules(model).values():
         m.unmerge()
+
+
+# ---------------------------------------------------------------------------------------------- the method
+LORA_FIELDS = ("r", "alpha", "dropout", "targets")
+
+
+def check_lora(cfg) -> None:
+    if cfg.r < 1:
+        raise ValueError(f"method.r must be >= 1 for {cfg.name} (the rank of each update BA), got {cfg.r}; "
+                         "the paper uses 1 to 64, e.g. method.r=8")
+    if cfg.alpha <= 0:
+        raise ValueError(f"method.alpha must be > 0 (the update BA is scaled by alpha / r), got {cfg.alpha}; "
+                         "e.g. method.alpha=8, or alpha = r for a scale of 1")
+    if not 0.0 <= cfg.dropout < 1.0:
+        raise ValueError(f"method.dropout must be in [0, 1), got {cfg.dropout}")
+    if not cfg.targets:
+        raise ValueError("method.targets is empty; name at least one role, e.g. method.targets=[q,v]")
+
+
+def inject_lora_of(model: nn.Module, cfg) -> list[str]:
+    return inject_lora(model, cfg.targets, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout)
+
+
+METHODS = (Method("lora", "low-rank updates BA of the `targets` weight matrices (LoRA)", (*LORA_FIELDS, "train_also"),
+                  inject_lora_of, check_lora, has_delta_w=True),)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from torch import nn
 
 from lora.count import has_component
+from lora.methods import Method
 from lora.targets import blocks_of
 
 
@@ -33,3 +34,16 @@ def unfreeze_named(model: nn.Module, names: list[str] | tuple[str, ...]) -> None
     for name, p in model.named_parameters():
         if any(has_component(name, n) for n in names):
             p.requires_grad_(True)
+
+
+def _check_top_k(cfg) -> None:
+    if cfg.top_k < 1:
+        raise ValueError(f"method.top_k must be >= 1, got {cfg.top_k}")
+
+
+METHODS = (
+    Method("full", "every parameter (Fine-Tune)", (), lambda model, cfg: None, trains_all=True),
+    Method("ft_top", "the last `top_k` transformer layers only (FT^Top2 with top_k=2)", ("top_k", "train_also"),
+           lambda model, cfg: unfreeze_top_layers(model, cfg.top_k), _check_top_k),
+    Method("bitfit", "bias vectors only (BitFit)", ("train_also",), lambda model, cfg: unfreeze_biases(model)),
+)

@@ -30,6 +30,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from lora.layers import LORA_FIELDS, check_lora, inject_lora_of
+from lora.methods import Method
 from lora.targets import blocks_of
 
 _DECODERS = ("gpt2", "llama")
@@ -203,3 +205,41 @@ def _attach(model: nn.Module, positions: InsertedPositions) -> None:
     score = getattr(model, "score", None)  # a decoder's sequence-classification head (GPT-2, Llama)
     if positions.decoder and isinstance(score, nn.Module):
         score.register_forward_hook(positions.pooled_score_hook)
+
+
+PREFIX_FIELDS = ("l_p", "l_i")
+
+
+def check_prefix(cfg) -> None:
+    if cfg.l_p < 0 or cfg.l_i < 0:
+        raise ValueError(f"method.l_p and method.l_i must be >= 0 (prefix and infix lengths, in tokens), got "
+                         f"l_p={cfg.l_p}, l_i={cfg.l_i}; e.g. method.l_p=8 method.l_i=8")
+    if cfg.l_p + cfg.l_i == 0:
+        raise ValueError("prefix tuning needs method.l_p + method.l_i > 0 (no trainable tokens otherwise); "
+                         "e.g. method.l_p=8")
+
+
+def _lora_and(inject_prefix):
+    def inject(model: nn.Module, cfg) -> None:
+        inject_lora_of(model, cfg)
+        inject_prefix(model, cfg.l_p, cfg.l_i)
+    return inject
+
+
+def _both(cfg) -> None:
+    check_lora(cfg)
+    check_prefix(cfg)
+
+
+METHODS = (
+    Method("prefix_embed", "l_p prefix + l_i infix trainable input embeddings (PrefixEmbed)",
+           (*PREFIX_FIELDS, "train_also"), lambda model, cfg: inject_prefix_embed(model, cfg.l_p, cfg.l_i),
+           check_prefix),
+    Method("prefix_layer", "trainable activations at l_p + l_i positions after every layer (PrefixLayer)",
+           (*PREFIX_FIELDS, "train_also"), lambda model, cfg: inject_prefix_layer(model, cfg.l_p, cfg.l_i),
+           check_prefix),
+    Method("lora_pe", "LoRA plus PrefixEmbed (LoRA+PE)", (*LORA_FIELDS, *PREFIX_FIELDS, "train_also"),
+           _lora_and(inject_prefix_embed), _both, has_delta_w=True),
+    Method("lora_pl", "LoRA plus PrefixLayer (LoRA+PL)", (*LORA_FIELDS, *PREFIX_FIELDS, "train_also"),
+           _lora_and(inject_prefix_layer), _both, has_delta_w=True),
+)

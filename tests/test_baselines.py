@@ -349,3 +349,29 @@ def test_prefix_layer_replaces_every_blocks_input_and_every_layer_learns():
             assert torch.equal(seen[i][row, pos[row]], acts[i].detach())
     out.loss.backward()
     assert (acts.grad.abs().sum(dim=(1, 2)) > 0).all()  # no layer's activations are dead parameters
+
+
+def test_a_new_method_is_one_module(tmp_path, monkeypatch):
+    """A module with METHODS = (Method(...),) beside lora's own is found, validated and applied by name alone."""
+    import lora.methods
+
+    (tmp_path / "toy_method.py").write_text(
+        "from lora.methods import Method\n"
+        "def inject(model, cfg):\n"
+        "    model.get_input_embeddings().weight.requires_grad_(True)\n"
+        "def check(cfg):\n"
+        "    if cfg.top_k != 2:\n"
+        "        raise ValueError('toy needs method.top_k=2')\n"
+        "METHODS = (Method('toy', 'the input embeddings only', ('top_k',), inject, check),)\n")
+    monkeypatch.setattr(lora, "__path__", [*lora.__path__, str(tmp_path)])
+    lora.methods.registry.cache_clear()
+    try:
+        model = _apply("gpt2", name="toy", top_k=2)
+        assert {n for n, p in model.named_parameters() if p.requires_grad} == {"transformer.wte.weight"}
+        with pytest.raises(ValueError, match="toy needs method.top_k=2"):
+            _apply("gpt2", name="toy", top_k=3)
+    finally:
+        monkeypatch.undo()
+        lora.methods.registry.cache_clear()
+    with pytest.raises(ValueError, match="unknown method 'toy'"):
+        _apply("gpt2", name="toy")
