@@ -14,7 +14,8 @@ from pathlib import Path
 import pandas as pd
 
 from analysis.collect import collect
-from analysis.tables import RESULTS, TABLE_FUNCTIONS
+from analysis.catalog import TABLE_FUNCTIONS
+from analysis.tables import RESULTS
 
 
 def filled(cells: pd.DataFrame) -> set[tuple]:

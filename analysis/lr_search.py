@@ -58,3 +58,21 @@ def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: 
     tidy_frame = pd.DataFrame(tidy)
     paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
     return TableResult(name, tidy_frame, md, paths)
+
+
+def table15_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """The learning-rate search behind Table 15's per-method rates (not a paper table)."""
+    return lr_search(frame, scale, "table15", out_dir=out_dir, results=results)
+
+
+def table2_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """The learning-rate search for Table 2's BitFit and Adapter^D rates (not a paper table)."""
+    return lr_search(frame, scale, "table2", out_dir=out_dir, results=results)
+
+
+def table3_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """The learning-rate search on E2E val_loss behind the generation tables' rates (not a paper table)."""
+    return lr_search(frame, scale, "table3", out_dir=out_dir, results=results)
+
+
+LR_TABLE_FUNCTIONS = {"table15_lr": table15_lr, "table2_lr": table2_lr, "table3_lr": table3_lr}

@@ -449,28 +449,7 @@ def table7(frame, scale, out_dir=None, results=None, experiments=("table15",), l
     return TableResult("table7", tidy_frame, md, paths)
 
 
-def table15_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
-    """The learning-rate search behind Table 15's per-method rates (not a paper table)."""
-    from analysis.lr_search import lr_search  # it builds on this module
-
-    return lr_search(frame, scale, "table15", out_dir=out_dir, results=results)
-
-
-def table2_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
-    """The learning-rate search for Table 2's BitFit and Adapter^D rates (not a paper table)."""
-    from analysis.lr_search import lr_search
-
-    return lr_search(frame, scale, "table2", out_dir=out_dir, results=results)
-
-
-def table3_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
-    """The learning-rate search on E2E val_loss behind the generation tables' rates (not a paper table)."""
-    from analysis.lr_search import lr_search
-
-    return lr_search(frame, scale, "table3", out_dir=out_dir, results=results)
-
-
-TABLE_FUNCTIONS: dict[str, Callable[..., TableResult]] = {
+# the paper's tables; analysis/catalog.py adds the learning-rate searches (analysis/lr_search.py)
+PAPER_TABLE_FUNCTIONS: dict[str, Callable[..., TableResult]] = {
     "table15": table15, "table16": table16, "table17": table17, "table5": table5, "table6": table6,
-    "table18": table18, "table3": table3, "table14": table14, "table2": table2, "table7": table7,
-    "table15_lr": table15_lr, "table2_lr": table2_lr, "table3_lr": table3_lr}
+    "table18": table18, "table3": table3, "table14": table14, "table2": table2, "table7": table7}

@@ -1,1 +1,1 @@
-"""Hydra entry points and the glue between `lora/`, transformers and datasets (see ../shared/DESIGN.md)."""
+"""Hydra entry points and the glue between `lora/`, transformers and datasets (see docs/DESIGN.md)."""

@@ -1,7 +1,7 @@
 """The training loop: AdamW, linear warmup/decay, grad accumulation, evaluation, resume.
 
-What is task-specific lives in a job: `ClassificationJob` below (GLUE: sequence-classification loss, accuracy-type
-metrics) or experiments.generate.GenerationJob (E2E/WebNLG/DART: target-token loss, val_loss, then beam search and
+What is task-specific lives in a job (the `Job` protocol): experiments.classify.ClassificationJob (GLUE:
+sequence-classification loss, accuracy-type metrics) or experiments.generate.GenerationJob (E2E/WebNLG/DART: target-token loss, val_loss, then beam search and
 the generation metrics). A job gives the training batches, the loss of one batch, a mid-run evaluation and the
 final one. The run is checkpointed after its last step too, so a kill during the final evaluation resumes straight
 into it. Off a terminal (SLURM, nohup) there is no progress bar: a line every `train.progress_every` steps goes to
@@ -25,15 +25,14 @@ import signal
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Optional
+from typing import Optional, Protocol
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from experiments import data, distributed
+from experiments import distributed
 from experiments.rundir import RunDir, rng_state, set_rng_state
-from experiments.tasks import TaskData
 
 log = logging.getLogger(__name__)
 
@@ -141,69 +140,21 @@ def build_optimizer(model: nn.Module, train_cfg, total: int, warmup: int):
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-@torch.no_grad()
-def evaluate(model: nn.Module, enc: data.Encoded, task: TaskData, batch_size: int, pad_id: int,
-             prefix: str) -> dict[str, float]:
-    """{prefix}_loss and {prefix}_<metric> (accuracy, f1, ...) over every example of `enc`."""
-    was_training = model.training
-    model.eval()
-    preds, loss_sum = [], 0.0
-    for idx in data.eval_batches(enc, batch_size):
-        out = model(**distributed.to_device(data.collate(enc, idx, pad_id), model))
-        loss_sum += out.loss.item() * len(idx)
-        logits = out.logits  # (B, num_labels)
-        preds.append((logits.squeeze(-1) if task.regression else logits.argmax(-1), idx))
-    model.train(was_training)
-    order = [i for _, idx in preds for i in idx]
-    flat = torch.cat([p for p, _ in preds]).tolist()
-    by_index = dict(zip(order, flat))
-    pred = [by_index[i] for i in range(len(enc))]
-    gold = enc.labels.tolist()
-    metrics = {f"{prefix}_loss": loss_sum / max(len(enc), 1)}
-    metrics |= {f"{prefix}_{k}": v for k, v in task.metrics(pred, gold).items()}
-    return metrics
+class Job(Protocol):
+    """What the loop needs from a task family (experiments/classify.py, experiments/generate.py)."""
 
+    max_steps_cap: Optional[int]  # a cap of the job's own on the optimizer steps (None: the config's)
+    deviations: list[str]  # what the job changed from the config (caps that bit), for final.json
 
-def evaluate_all(model, sets: dict[str, data.Encoded], task: TaskData, batch_size: int, pad_id: int) -> dict:
-    out = {}
-    for prefix, enc in sets.items():
-        out |= evaluate(model, enc, task, batch_size, pad_id, prefix)
-    return out
+    def __len__(self) -> int: ...  # training examples
 
+    def batch(self, idx: list[int]) -> dict[str, torch.Tensor]: ...  # a collated training batch (on the CPU)
 
-class ClassificationJob:
-    """GLUE-style tasks: the model's own sequence-classification loss; metrics from the task."""
+    def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...  # the mean loss
 
-    max_steps_cap = None
+    def evaluate(self, model: nn.Module) -> dict: ...  # a mid-run evaluation's metrics
 
-    def __init__(self, tokenizer, task: TaskData, cfg):
-        self.task, self.cfg = task, cfg
-        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-        self.train_set = data.encode(task.train, tokenizer, cfg.task.max_seq_len, task.regression)
-        self.eval_sets = {p: data.encode(ex, tokenizer, cfg.task.max_seq_len, task.regression)
-                          for p, ex in task.evals.items()}
-        if task.val:
-            self.eval_sets["val"] = data.encode(task.val, tokenizer, cfg.task.max_seq_len, task.regression)
-        self.deviations: list[str] = []
-
-    def __len__(self) -> int:
-        return len(self.train_set)
-
-    def batch(self, idx):
-        return data.collate(self.train_set, idx, self.pad_id)
-
-    def loss(self, model: nn.Module, batch) -> torch.Tensor:
-        return model(**distributed.to_device(batch, model)).loss
-
-    def evaluate(self, model: nn.Module) -> dict:
-        return evaluate_all(model, self.eval_sets, self.task, self.cfg.train.eval_batch_size, self.pad_id)
-
-    def final(self, model: nn.Module, run: RunDir) -> tuple[dict, dict, list[str]]:
-        t_eval = time.perf_counter()
-        metrics = self.evaluate(model)
-        eval_s = time.perf_counter() - t_eval
-        n_eval = sum(len(e) for e in self.eval_sets.values())
-        return metrics, {"eval_s": eval_s, "s_per_eval_example": eval_s / max(n_eval, 1)}, []
+    def final(self, model: nn.Module, run: RunDir) -> tuple[dict, dict, list[str]]: ...  # metrics, timing, notes
 
 
 def _hms(seconds: float) -> str:
@@ -218,22 +169,8 @@ def loss_units(batch: dict) -> int:
     return int((labels[:, 1:] != -100).sum()) if labels.ndim == 2 else len(labels)
 
 
-def make_job(tokenizer, task, cfg):
-    if getattr(task, "kind", "classification") == "generation":
-        from experiments.generate import GenerationJob
-
-        return GenerationJob(tokenizer, task, cfg)
-    if cfg.train.label_smoothing:
-        raise ValueError("train.label_smoothing is implemented for generation tasks only; set it to 0")
-    return ClassificationJob(tokenizer, task, cfg)
-
-
-def train(model: nn.Module, tokenizer, task: TaskData, cfg, run: RunDir, tracker, config_hash: str) -> LoopResult:
+def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: str) -> LoopResult:
     tc = cfg.train
-    for key in ("batch_size", "grad_accum", "eval_batch_size"):
-        if getattr(tc, key) < 1:
-            raise ValueError(f"train.{key} must be >= 1, got {getattr(tc, key)}")
-    job = make_job(tokenizer, task, cfg)
 
     total, _, deviations = plan_steps(len(job), tc, cfg.scale, job.max_steps_cap)
     warmup, warmup_deviations = plan_warmup(tc, total, requested_steps(len(job), tc)[0])

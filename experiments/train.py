@@ -98,6 +98,11 @@ def validate(cfg: schemas.Config) -> None:
         raise ValueError("set train.epochs > 0 or train.max_steps > 0")
     if not 0 <= t.warmup_ratio < 1:
         raise ValueError(f"train.warmup_ratio must be in [0, 1), got {t.warmup_ratio}")
+    for key in ("batch_size", "grad_accum", "eval_batch_size"):
+        if getattr(t, key) < 1:
+            raise ValueError(f"train.{key} must be >= 1, got {getattr(t, key)}")
+    if t.label_smoothing and cfg.task.kind != "generation":
+        raise ValueError("train.label_smoothing is implemented for generation tasks only; set it to 0")
     if cfg.task.max_seq_len < 8:
         raise ValueError(f"task.max_seq_len must be >= 8, got {cfg.task.max_seq_len}")
     if not 0.0 <= t.label_smoothing < 1.0:
@@ -119,6 +124,17 @@ def validate(cfg: schemas.Config) -> None:
         raise ValueError(f"task {cfg.task.name!r} needs a classifier, but model {cfg.model.name!r} is a "
                          f"{cfg.model.kind} (causal LM): pick an encoder (model=minilm) or put a classification "
                          "head on it with model.kind=encoder")
+
+
+def make_job(tokenizer, task, cfg: schemas.Config):
+    """The task family's job for the training loop (experiments.loop.Job)."""
+    if cfg.task.kind == "generation":
+        from experiments.generate import GenerationJob
+
+        return GenerationJob(tokenizer, task, cfg)
+    from experiments.classify import ClassificationJob
+
+    return ClassificationJob(tokenizer, task, cfg)
 
 
 def is_multirun() -> bool:
@@ -290,7 +306,7 @@ def _run(cfg: DictConfig, rd) -> dict:
                           tags=[obj.scale.name, obj.method.name, obj.task.name, obj.model.name],
                           config=OmegaConf.to_container(cfg, resolve=True),
                           resume=resume) if main else distributed.NoTracker()
-        result = loop.train(model, tokenizer, task, obj, rd, tracker, chash)
+        result = loop.train(model, make_job(tokenizer, task, obj), obj, rd, tracker, chash)
         if not main:
             return {"status": result.status, "rank": distributed.rank(), "metrics": result.metrics}
         if result.status == "success":
