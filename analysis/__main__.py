@@ -1,4 +1,5 @@
 """python -m analysis tables --scale local [--table table15] [--force] | figures --scale local [--figure figure3]
+                   | claims --scale local   (results/claims.md and the README's findings block)
 
 A table is rebuilt into a temporary folder first and replaces the committed one only when it fills at least as many
 cells (runs of earlier sessions may be missing here); otherwise it says which cells it would drop and needs --force.
@@ -53,7 +54,7 @@ def replace_table(name: str, built: Path, target: Path, force: bool) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m analysis", description=__doc__)
-    p.add_argument("what", choices=["tables", "figures"])
+    p.add_argument("what", choices=["tables", "figures", "claims"])
     p.add_argument("--scale", default="local")
     p.add_argument("--results", type=Path, default=RESULTS, help="the results folder (runs/ inside)")
     p.add_argument("--table", action="append", choices=sorted(TABLE_FUNCTIONS), help="only these tables")
@@ -61,6 +62,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--force", action="store_true", help="replace committed tables even when cells would empty")
     args = p.parse_args(argv)
 
+    if args.what == "claims":  # from the tables and the benchmark summary, not the runs
+        from analysis.claims import write as write_claims
+        from analysis.tables import REPO
+
+        readme = REPO / "README.md" if args.results.resolve() == RESULTS.resolve() else None
+        page, evaluated = write_claims(args.results, args.scale, readme)
+        for claim, _, verdict in evaluated:
+            print(f"{verdict:12s} {claim.key}")
+        print(f"wrote {page}")
+        return 0
     runs_root = args.results / "runs"
     if not (runs_root / args.scale).is_dir() or not any((runs_root / args.scale).iterdir()):
         found = sorted(d.name for d in runs_root.iterdir() if d.is_dir()) if runs_root.is_dir() else []

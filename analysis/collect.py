@@ -187,6 +187,8 @@ def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
         rec["wall_time_s"], rec["peak_mem_mb"] = final.get("wall_time_s"), final.get("peak_mem_mb")
         rec["git_commit"] = final.get("git_commit")
         rec["train_examples"] = final.get("train_examples")
+        evals = final.get("eval_examples")
+        rec["eval_n"] = evals.get("eval") if isinstance(evals, dict) else None  # the split a table reports
         for k, v in (final.get("metrics") or {}).items():
             if isinstance(v, (int, float)) or v is None:
                 rec[f"m:{k}"] = float("nan") if v is None else float(v)
@@ -225,7 +227,7 @@ def collect(results: str | Path, scale: str) -> pd.DataFrame:
             rec["experiment"] = d.parent.name
         records.append(rec)
     base_cols = ["run_dir", "override", *CONFIG_COLUMNS, "task_key", "status", "error", "trainable", "total",
-                 "wall_time_s", "peak_mem_mb", "steps", "train_examples", "deviations", "data"]
+                 "wall_time_s", "peak_mem_mb", "steps", "train_examples", "eval_n", "deviations", "data"]
     frame = pd.DataFrame.from_records(records)
     for col in base_cols:
         if col not in frame.columns:

@@ -219,6 +219,7 @@ def build(table: PaperTable, frame: pd.DataFrame, scale: str, out_dir: Optional[
     scale_frame = frame[frame["scale"].eq(scale)] if not frame.empty else frame
     cells: list[Cell] = []
     used = []
+    eval_n: dict[tuple[str, str], Optional[int]] = {}  # examples each cell's metric is computed on (binomial error)
     for row in table.rows:
         row_cells = {}
         for col in table.columns:
@@ -227,6 +228,9 @@ def build(table: PaperTable, frame: pd.DataFrame, scale: str, out_dir: Optional[
                 continue
             runs = cell_runs(scale_frame, table, row, col, experiments)
             used.append(runs)
+            ok = runs[runs["status"] == "success"] if not runs.empty else runs
+            eval_n[(row.label, col.label)] = (int(pd.to_numeric(ok["eval_n"], errors="coerce").min())
+                                              if not ok.empty and ok["eval_n"].notna().any() else None)
             row_cells[col.label] = make_cell(runs, row, col, v, s, scale, table.cell_task(row, col)[1])
         for col in table.columns:  # GLUE's Avg.: over the task columns, only where every one has a number
             if col.metric != "average":
@@ -269,7 +273,7 @@ def build(table: PaperTable, frame: pd.DataFrame, scale: str, out_dir: Optional[
     tidy = pd.DataFrame([{"table": table.name, "scale": scale, "row": c.row, "column": c.column, "paper": c.paper,
                           "paper_std": c.paper_std, "ours_mean": c.mean, "ours_std": c.std, "n_seeds": c.n_seeds,
                           "seeds": " ".join(map(str, c.seeds)), "status": c.status, "ours": c.text,
-                          "diff": c.diff} for c in cells])
+                          "diff": c.diff, "eval_n": eval_n.get((c.row, c.column))} for c in cells])
     md = markdown(f"{table.title} — paper vs ours, scale `{scale}`", header, body, footer(runs_used, scale, table))
     paths = write(_out_dir(out_dir, results, scale), table.name, md, tidy)
     return TableResult(table.name, tidy, md, paths)

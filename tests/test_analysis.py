@@ -322,3 +322,37 @@ def test_lr_search_marks_the_best_rate_on_held_out_train_pairs(tmp_path):
     assert best["lr"].tolist() == [4e-3] and best["val_accuracy"].tolist() == pytest.approx([50.0])
     assert result.cells.set_index("lr").loc[1.6e-2, "other_runs"] == "diverged 1"
     assert "◀ best" in result.markdown and (tmp_path / "out" / "table15_lr.md").exists()
+
+
+def _tidy(path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame([dict(table=path.stem, scale=SCALE, row=r, column=c, ours_mean=m, ours_std=s, n_seeds=n, eval_n=e)
+                  for r, c, m, s, n, e in rows]).to_csv(path, index=False)
+
+
+def test_claims_ledger_decides_by_its_rules(tmp_path):
+    """Equivalence supported inside the margin, contradicted outside it, undecided without an interval."""
+    from analysis.claims import evaluate, write
+
+    res = tmp_path / "results"
+    lora, ft, drop = "RoB_base (LoRA)", "RoB_base (FT)*", "RoB_base (Adpt^D)* 0.3M"
+    _tidy(res / "tables" / SCALE / "table2.csv", [
+        (lora, "MNLI", 80.0, 0.3, 5, 9815), (ft, "MNLI", 80.2, 0.3, 5, 9815),     # ±0.4: inside ±2
+        (lora, "SST-2", 90.0, None, 1, 872), (ft, "SST-2", 80.0, None, 1, 872),   # binomial ±3.6: outside ±2
+        (lora, "MRPC", 85.0, None, 1, 408), (ft, "MRPC", 85.0, None, 1, 408),     # F1: no interval with one seed
+        (drop, "MNLI", 80.0, 0.3, 5, 9815)])
+    by_key = {c.key: (parts, verdict) for c, parts, verdict in evaluate(res, SCALE)}
+    parts, verdict = by_key["lora-ft-glue"]
+    got = {p.label: p.verdict for p in parts}
+    assert got["MNLI"] == "supported" and got["SST-2"] == "contradicted" and got["MRPC"] == "undecided"
+    assert got["CoLA"] == "undecided" and verdict == "contradicted"  # any contradicted part decides the claim
+    assert abs(parts[0].estimate.half - 2.776 * 0.3 / 5 ** 0.5 * 2 ** 0.5) < 1e-9  # t(0.975, 4), two cells
+    assert by_key["merged-no-latency"][1] == "undecided"  # no benchmark summary here
+
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- claims:start -->\nold typed findings\n<!-- claims:end -->\nrest\n")
+    page, _ = write(res, SCALE, readme)
+    text = readme.read_text()
+    assert "old typed findings" not in text and "**contradicted**: LoRA matches full fine-tuning" in text
+    assert text.startswith("intro\n") and text.endswith("rest\n")
+    assert "Rule: A ≈ B per task" in page.read_text()

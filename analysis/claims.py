@@ -1,0 +1,316 @@
+"""The claims ledger: each claim of the paper the local scale can test, the cells it rests on, an effect size with a
+95% interval, and a verdict by a rule fixed here, before any number is read.
+
+    python -m analysis claims --scale local        # -> results/claims.md, and the README's findings block
+
+It reads only files: the tables' tidy CSVs (results/tables/<scale>/tableN.csv: our mean, the seeds' std, the number
+of seeds, the eval examples of each cell) and the benchmark summary (results/bench/summary.json).
+
+Intervals (95%): over seeds, mean ± t(0.975, n−1)·sd/√n when a cell has n ≥ 2 seeds; with one seed, an accuracy's
+binomial error on the eval sample, ±1.96·√(p(1−p)/N); otherwise none. A difference of two cells adds their
+variances (the eval examples are shared, so this is conservative).
+
+Rules (margins in the metric's points):
+- "A ≈ B" (equivalence, margin m): supported when the interval of A − B lies inside [−m, m]; contradicted when it
+  lies outside it; undecided otherwise, and whenever a cell has no interval.
+- "A ≥ B" (non-inferiority, margin m): supported when the interval's lower end is above −m; contradicted when its
+  upper end is below −m; undecided otherwise.
+- "A > B": supported when the interval of A − B is above 0; contradicted when it is below 0; undecided otherwise.
+- A claim over several tasks or ranks is supported when every part is, contradicted when any part is, else
+  undecided.
+- Benchmark ratios are one measurement each with the run-to-run noise stated in the rule.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+import pandas as pd
+
+from analysis import atomic_write
+
+T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+ACCURACY_COLUMNS = {"MNLI", "SST-2", "RTE", "QNLI", "QQP", "MNLI-m", "MNLI-100", "MNLI-1k", "MNLI-10k", "MNLI-392K"}
+MARGIN = 2.0  # points of accuracy (or BLEU) within which two methods count as equal
+VERDICTS = ("supported", "contradicted", "undecided")
+
+
+@dataclass
+class Estimate:
+    value: Optional[float]
+    half: Optional[float]  # half-width of the 95% interval; None: no interval
+    basis: str  # how the interval was had
+
+    def text(self, d: int = 1) -> str:
+        if self.value is None:
+            return "—"
+        if self.basis == "one benchmark run":
+            return f"{self.value:.3f} (ratio)"
+        return f"{self.value:+.{d}f}" + (f" ± {self.half:.{d}f}" if self.half is not None else " (no interval)")
+
+
+@dataclass
+class Part:
+    label: str
+    cells: str  # which cells, in words
+    estimate: Estimate
+    verdict: str
+    why: str = ""
+
+
+@dataclass
+class Claim:
+    key: str
+    text: str  # the paper's claim
+    source: str  # where the paper makes it
+    rule: str  # the rule applied, in words
+    decide: Callable[["Evidence"], list[Part]]
+    needs: str = ""  # what would decide it if it stays undecided
+
+
+# ------------------------------------------------------------------------------------------------- evidence
+class Evidence:
+    def __init__(self, results: Path, scale: str):
+        self.results, self.scale = Path(results), scale
+        self._tables: dict[str, Optional[pd.DataFrame]] = {}
+
+    def table(self, name: str) -> Optional[pd.DataFrame]:
+        if name not in self._tables:
+            path = self.results / "tables" / self.scale / f"{name}.csv"
+            self._tables[name] = pd.read_csv(path) if path.exists() else None
+        return self._tables[name]
+
+    def cell(self, table: str, row: str, column: str) -> Optional[pd.Series]:
+        frame = self.table(table)
+        if frame is None or "row" not in frame:
+            return None
+        hit = frame[(frame["row"] == row) & (frame["column"] == column)]
+        if hit.empty or pd.isna(hit.iloc[0].get("ours_mean")):
+            return None
+        return hit.iloc[0]
+
+    def bench(self) -> dict:
+        path = self.results / "bench" / "summary.json"
+        return json.loads(path.read_text()).get("ratios", {}) if path.exists() else {}
+
+
+def _f(v) -> Optional[float]:
+    try:
+        x = float(v)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(x) else x
+
+
+def cell_estimate(cell: pd.Series, column: str) -> Estimate:
+    mean, sd, n = _f(cell["ours_mean"]), _f(cell.get("ours_std")), int(_f(cell.get("n_seeds")) or 0)
+    if n >= 2 and sd is not None:
+        return Estimate(mean, T975.get(n - 1, 1.96) * sd / math.sqrt(n), f"{n} seeds")
+    n_eval = _f(cell.get("eval_n"))
+    if column in ACCURACY_COLUMNS and n_eval:
+        p = mean / 100
+        return Estimate(mean, 196 * math.sqrt(max(p * (1 - p), 1e-12) / n_eval), f"1 seed, binomial on {int(n_eval)}")
+    return Estimate(mean, None, f"{n} seed" + ("" if n == 1 else "s"))
+
+
+def difference(a: Estimate, b: Estimate) -> Estimate:
+    if a.value is None or b.value is None:
+        return Estimate(None, None, "a cell has no run")
+    half = None if a.half is None or b.half is None else math.hypot(a.half, b.half)
+    return Estimate(a.value - b.value, half, a.basis if a.basis == b.basis else f"{a.basis} / {b.basis}")
+
+
+def rule_equivalent(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
+    if d.value is None:
+        return "undecided", "no run for a cell"
+    if d.half is None:
+        return "undecided", "no interval (one seed, not an accuracy)"
+    lo, hi = d.value - d.half, d.value + d.half
+    if -m <= lo and hi <= m:
+        return "supported", f"interval [{lo:.1f}, {hi:.1f}] inside ±{m:g}"
+    if hi < -m or lo > m:
+        return "contradicted", f"interval [{lo:.1f}, {hi:.1f}] outside ±{m:g}"
+    return "undecided", f"interval [{lo:.1f}, {hi:.1f}] overlaps the ±{m:g} boundary"
+
+
+def rule_at_least(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
+    if d.value is None:
+        return "undecided", "no run for a cell"
+    if d.half is None:
+        return "undecided", "no interval (one seed, not an accuracy)"
+    lo, hi = d.value - d.half, d.value + d.half
+    if lo > -m:
+        return "supported", f"lower end {lo:.1f} above −{m:g}"
+    if hi < -m:
+        return "contradicted", f"upper end {hi:.1f} below −{m:g}"
+    return "undecided", f"interval [{lo:.1f}, {hi:.1f}] contains −{m:g}"
+
+
+def rule_greater(d: Estimate) -> tuple[str, str]:
+    return rule_at_least(d, 0.0)
+
+
+def combine(parts: list[Part]) -> str:
+    verdicts = [p.verdict for p in parts]
+    if verdicts and all(v == "supported" for v in verdicts):
+        return "supported"
+    return "contradicted" if "contradicted" in verdicts else "undecided"
+
+
+# ------------------------------------------------------------------------------------------------- the claims
+def _compare(table: str, a_row: str, b_row: str, columns: tuple[str, ...], rule) -> Callable[[Evidence], list[Part]]:
+    def decide(ev: Evidence) -> list[Part]:
+        parts = []
+        for col in columns:
+            a, b = ev.cell(table, a_row, col), ev.cell(table, b_row, col)
+            est = difference(cell_estimate(a, col), cell_estimate(b, col)) if a is not None and b is not None \
+                else Estimate(None, None, "a cell has no run")
+            verdict, why = rule(est)
+            parts.append(Part(col, f"{table}: {a_row} − {b_row}", est, verdict, why))
+        return parts
+    return decide
+
+
+GLUE = ("MNLI", "SST-2", "MRPC", "CoLA", "RTE", "STS-B")
+T2_LORA, T2_FT, T2_D = "RoB_base (LoRA)", "RoB_base (FT)*", "RoB_base (Adpt^D)* 0.3M"
+
+
+def _prefix_degrades(ev: Evidence) -> list[Part]:
+    """Table 15: PrefixEmbed at l_p=512 below its best shorter prefix."""
+    rows = ["PrefixEmbed l_p=32, l_i=8", "PrefixEmbed l_p=64, l_i=8", "PrefixEmbed l_p=128, l_i=8",
+            "PrefixEmbed l_p=256, l_i=8"]
+    longest = ev.cell("table15", "PrefixEmbed l_p=512, l_i=8", "MNLI-m")
+    shorter = [(r, ev.cell("table15", r, "MNLI-m")) for r in rows]
+    shorter = [(r, c) for r, c in shorter if c is not None]
+    if longest is None or not shorter:
+        return [Part("MNLI-m", "table15: PrefixEmbed l_p=512 − best shorter l_p", Estimate(None, None, ""),
+                     "undecided", "no runs of these rows at the current code")]
+    best_row, best = max(shorter, key=lambda rc: _f(rc[1]["ours_mean"]))
+    est = difference(cell_estimate(longest, "MNLI-m"), cell_estimate(best, "MNLI-m"))
+    verdict, why = rule_greater(Estimate(None if est.value is None else -est.value, est.half, est.basis))
+    return [Part("MNLI-m", f"table15: PrefixEmbed l_p=512 − {best_row}", est, verdict, why)]
+
+
+def _bench_ratio(key: str, label: str, below: float, above: float, noise: str) -> Callable[[Evidence], list[Part]]:
+    def decide(ev: Evidence) -> list[Part]:
+        ratio = _f(ev.bench().get(key))
+        if ratio is None:
+            return [Part(label, f"results/bench/summary.json {key}", Estimate(None, None, ""), "undecided",
+                         "no benchmark summary")]
+        verdict = "supported" if ratio <= below else "contradicted" if ratio > above else "undecided"
+        return [Part(label, f"results/bench/summary.json {key}", Estimate(ratio, None, "one benchmark run"),
+                     verdict, f"ratio {ratio:.3f}; supported ≤ {below:g}, contradicted > {above:g} ({noise})")]
+    return decide
+
+
+def _flat_in_r(table: str, rows: tuple[str, ...], column: str) -> Callable[[Evidence], list[Part]]:
+    """Every rank within MARGIN of the best rank (equivalence of each against the best)."""
+    def decide(ev: Evidence) -> list[Part]:
+        cells = [(r, ev.cell(table, r, column)) for r in rows]
+        cells = [(r, c) for r, c in cells if c is not None]
+        if len(cells) < 2:
+            return [Part(column, f"{table}: ranks", Estimate(None, None, ""), "undecided", "fewer than 2 ranks run")]
+        best_row, best = max(cells, key=lambda rc: _f(rc[1]["ours_mean"]))
+        parts = []
+        for r, c in cells:
+            if r == best_row:
+                continue
+            est = difference(cell_estimate(c, column), cell_estimate(best, column))
+            verdict, why = rule_equivalent(est)
+            parts.append(Part(f"{column} {r}", f"{table}: {r} − {best_row}", est, verdict, why))
+        return parts
+    return decide
+
+
+CLAIMS: tuple[Claim, ...] = (
+    Claim("lora-ft-glue", "LoRA matches full fine-tuning on GLUE with a fraction of the trainable parameters",
+          "Section 5.2, Table 2", "A ≈ B per task (margin 2 points), combined over tasks",
+          _compare("table2", T2_LORA, T2_FT, GLUE, rule_equivalent),
+          "≥ 3 seeds per cell, or the whole dev split, for an interval narrower than the margin"),
+    Claim("lora-adapterdrop-glue", "LoRA is at least as good as AdapterDrop (Adpt^D) on GLUE",
+          "Table 2", "A ≥ B per task (margin 2 points), combined over tasks",
+          _compare("table2", T2_LORA, T2_D, GLUE, rule_at_least), "seeds, the whole dev split"),
+    Claim("lora-ft-e2e", "LoRA matches or beats fine-tuning on E2E (BLEU)", "Section 5.4, Table 3",
+          "A ≥ B (margin 2 BLEU)",
+          _compare("table3", "GPT-2 M (LoRA)", "GPT-2 M (FT)*", ("BLEU",), rule_at_least),
+          "3 seeds per row (BLEU has no per-example binomial error), training to a plateau, all 630 test MRs"),
+    Claim("lora-adapter-e2e", "LoRA beats the adapters of its size on E2E (BLEU)", "Table 3",
+          "A ≥ B (margin 2 BLEU)",
+          _compare("table3", "GPT-2 M (LoRA)", "GPT-2 M (Adapter^L)* 0.37M", ("BLEU",), rule_at_least),
+          "3 seeds per row, training to a plateau"),
+    Claim("flat-in-r-e2e", "On E2E, validation loss and BLEU are flat in r from r = 4 on", "Appendix H, Table 18",
+          "every rank ≈ the best rank (margin 2 BLEU)",
+          _flat_in_r("table18", ("r=1", "r=2", "r=4", "r=8", "r=16", "r=32", "r=64"), "BLEU"),
+          "3 seeds per rank, training to a plateau"),
+    Claim("prefix-degrades", "Prefix-embedding tuning gets worse as its trainable parameters grow (long prefixes)",
+          "Section 5.6, Table 15", "PrefixEmbed l_p=512 < the best shorter prefix (A > B on the difference)",
+          _prefix_degrades, "Table 15's PrefixEmbed rows rerun with the current code, seeds"),
+    Claim("merged-no-latency", "A merged LoRA model adds no inference latency", "Section 4.1",
+          "merged / base latency: supported ≤ 1.05, contradicted > 1.10 (identical computations differ by ~5%)",
+          _bench_ratio("merged_over_base_latency", "GPT-2 M forward", 1.05, 1.10, "base-vs-identical noise ~5%")),
+    Claim("lora-step-cheaper", "LoRA's training step costs less than full fine-tuning's", "Section 4.2",
+          "LoRA / full step time: supported ≤ 0.95, contradicted > 1.05 (step times vary ±15%, medians of 7)",
+          _bench_ratio("lora_over_fullft_step", "SmolLM2-135M step", 0.95, 1.05, "medians of 7 calls")),
+    Claim("lora-memory-lower", "LoRA trains in less memory than full fine-tuning", "Section 4.2",
+          "LoRA / full peak memory: supported ≤ 0.95, contradicted > 1.05",
+          _bench_ratio("lora_over_fullft_peak_mem", "SmolLM2-135M peak RSS", 0.95, 1.05, "one process each")),
+)
+
+
+# ------------------------------------------------------------------------------------------------- the page
+def evaluate(results: Path, scale: str) -> list[tuple[Claim, list[Part], str]]:
+    ev = Evidence(results, scale)
+    out = []
+    for claim in CLAIMS:
+        parts = claim.decide(ev)
+        out.append((claim, parts, combine(parts)))
+    return out
+
+
+def summary_lines(evaluated) -> list[str]:
+    counts = {v: sum(1 for *_, verdict in evaluated if verdict == v) for v in VERDICTS}
+    lines = [f"{counts['supported']} supported, {counts['contradicted']} contradicted, {counts['undecided']} undecided "
+             f"of {len(evaluated)} claims tested at this scale (rules and cells: `results/claims.md`)."]
+    for claim, parts, verdict in evaluated:
+        shown = "; ".join(f"{p.label} {p.estimate.text()}" for p in parts if p.estimate.value is not None)
+        lines.append(f"- **{verdict}**: {claim.text} ({claim.source})" + (f" — {shown}" if shown else ""))
+    return lines
+
+
+def render(evaluated, scale: str) -> str:
+    lines = [f"# Claims ledger, scale `{scale}`", "",
+             "Generated by `python -m analysis claims`; do not edit. Each claim is decided by the rule written "
+             "beside it, fixed in `analysis/claims.py` before the numbers were read:", ""]
+    rules = re.sub(r"\n\s+(?!- )", " ", (__doc__ or "").split("Rules (margins in the metric's points):")[1])
+    lines += [line.strip() for line in rules.splitlines() if line.strip()]
+    lines += ["", "## Summary", "", *summary_lines(evaluated), ""]
+    for claim, parts, verdict in evaluated:
+        lines += [f"## {claim.text}", "", f"Paper: {claim.source}. Rule: {claim.rule}. **Verdict: {verdict}.**", "",
+                  "| part | cells | effect (95% interval) | interval from | verdict | why |", "|---|---|---|---|---|---|"]
+        for p in parts:
+            lines.append(f"| {p.label} | {p.cells} | {p.estimate.text()} | {p.estimate.basis or '—'} | {p.verdict} "
+                         f"| {p.why} |")
+        if verdict == "undecided" and claim.needs:
+            lines += ["", f"Needs: {claim.needs}."]
+        lines.append("")
+    return "\n".join(lines)
+
+
+README_START, README_END = "<!-- claims:start -->", "<!-- claims:end -->"
+
+
+def write(results: Path, scale: str, readme: Optional[Path] = None) -> tuple[Path, list]:
+    evaluated = evaluate(results, scale)
+    page = atomic_write(Path(results) / ("claims.md" if scale == "local" else f"claims_{scale}.md"),
+                        render(evaluated, scale))
+    if readme is not None and readme.exists():
+        text = readme.read_text(encoding="utf-8")
+        if README_START in text and README_END in text:
+            block = "\n".join([README_START, *summary_lines(evaluated), README_END])
+            text = re.sub(re.escape(README_START) + ".*?" + re.escape(README_END), lambda m: block, text, flags=re.S)
+            atomic_write(readme, text)
+    return page, evaluated
