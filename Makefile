@@ -16,7 +16,7 @@ LAUNCH ?= $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jo
 # when make runs as root, as in a container: Jupyter refuses root without it)
 JUPYTER_ARGS ?=
 
-.PHONY: help setup models test test-fast params figures notebook bench bench-tiny clean $(TABLES)
+.PHONY: help setup models test test-fast test-unit params figures notebook bench bench-tiny clean $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -38,8 +38,11 @@ models: setup  ## convert the embedded SmolLM2 GGUF to safetensors once (idempot
 test: setup models  ## run every test, the slow ones on the real embedded models included
 	$(PY) -m pytest -q
 
-test-fast: setup  ## tests on tiny random models only
+test-fast: setup  ## tests on tiny random models only (no real models or data)
 	$(PY) -m pytest -q -m "not slow"
+
+test-unit: setup  ## the edit-test loop (< 3 min): in-process tests on tiny models, no whole processes
+	$(PY) -m pytest -q -m "not slow and not integration and not data"
 
 params: setup  ## rebuild the trainable-parameter table (results/tables/params.md) from the counter
 	$(PY) -m experiments.param_table

@@ -11,6 +11,8 @@ from benchmarks.run import SUMMARY_KEYS
 from tests import tiny
 from tests.conftest import REPO
 
+pytestmark = pytest.mark.integration  # whole processes (CLI, kills, launchers): not in the unit tier
+
 
 def test_tiny_run_writes_every_summary_key(tmp_path):
     out = tmp_path / "bench"

@@ -10,7 +10,12 @@ from experiments.tasks import glue, load_task
 from tests.conftest import REAL_DATA
 
 NO_CAP = SimpleNamespace(name="paper", max_train_examples=None, max_eval_examples=None, max_steps=None)
-real = pytest.mark.skipif(not (REAL_DATA / "glue").is_dir(), reason="needs the offline GLUE copy beside the repo")
+_has_data = (REAL_DATA / "glue").is_dir()
+
+
+def real(test):
+    """A test on the real data files: marked `data` (the unit tier leaves it out), skipped without them."""
+    return pytest.mark.data(pytest.mark.skipif(not _has_data, reason="needs the offline GLUE copy beside the repo")(test))
 
 
 def mnli(n, val=0, seed=1234):

@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import PY, REPO, compose
 
+pytestmark = pytest.mark.integration  # whole processes (CLI, kills, launchers): not in the unit tier
+
 # No dropout, so 1 and 2 processes compute the same thing up to float reduction order. batch_size 21 of 64 examples:
 # slices of 10 and 11 rows (the loss weighting matters) and a 1-row batch per epoch (rank 1 gets no rows);
 # grad_accum 2: DDP's no_sync on the first micro-batch of a step.

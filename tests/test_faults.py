@@ -20,6 +20,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import PY, REPO, SMOKE, compose
 
+pytestmark = pytest.mark.integration  # whole processes (CLI, kills, launchers): not in the unit tier
+
 # 30 steps, a checkpoint every 5, 1,000 eval examples in batches of 8: each moment below lasts long enough (0.5 to
 # 2 s on 2 busy cores) for a poll to land in it.
 LONG = [o for o in SMOKE if not o.startswith("train.checkpoint_every")] + [

@@ -16,7 +16,14 @@ from experiments import data
 from experiments.tasks import generation as G
 from tests.conftest import PY, REAL_DATA, REPO, compose
 
-real = pytest.mark.skipif(not (REAL_DATA / "e2e").is_dir(), reason="needs the offline E2E/WebNLG/DART copy")
+_has_data = (REAL_DATA / "e2e").is_dir()
+
+
+def real(test):
+    """A test on the real data files: marked `data` (the unit tier leaves it out), skipped without them."""
+    return pytest.mark.data(pytest.mark.skipif(not _has_data, reason="needs the offline E2E/WebNLG/DART copy")(test))
+
+
 # untied embeddings: a tiny random Llama with tied ones just repeats the prompt's last token (the newline separator),
 # which ends every text at once; untied, it writes (random) non-empty text
 E2E_SMOKE = ["scale=smoke", "model=decoder_smoke", "model.arch.tie_word_embeddings=false", "task=e2e", "logger=none",
@@ -316,6 +323,7 @@ def test_smoke_e2e_run_writes_predictions_and_scores(real_data, tmp_path):
 
 
 @real
+@pytest.mark.slow  # over 30 s
 def test_smoke_webnlg_reports_all_seen_unseen(real_data, tmp_path):
     from experiments.train import run
 
@@ -330,6 +338,7 @@ def test_smoke_webnlg_reports_all_seen_unseen(real_data, tmp_path):
 
 
 @real
+@pytest.mark.slow  # over 30 s
 def test_kill_before_generation_resumes_into_generation_only(real_data, tmp_path):
     """SIGKILL right after the last step (its checkpoint written, nothing generated); the same command then skips
     training and only evaluates/generates."""

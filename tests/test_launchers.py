@@ -15,6 +15,8 @@ from omegaconf import open_dict
 from experiments import launch
 from tests.conftest import PY, REPO, compose
 
+pytestmark = pytest.mark.integration  # whole processes (CLI, kills, launchers): not in the unit tier
+
 ROWS = ["row=full,seed=0", "row=lora_qv_r8,seed=0"]
 SWEEP = ["-m", "experiments.train", "--multirun", "experiment=table15", "scale=smoke", "logger=none",
          "row=full,lora_qv_r8"]

@@ -8,6 +8,8 @@ import pytest
 
 from tests.conftest import PY, REPO
 
+pytestmark = pytest.mark.integration  # whole processes (CLI, kills, launchers): not in the unit tier
+
 
 @pytest.mark.slow
 def test_figures_notebook_runs_on_smoke_results(env, tmp_path, monkeypatch):

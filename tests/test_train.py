@@ -13,6 +13,8 @@ from safetensors.torch import load_file
 
 from tests.conftest import PY, REPO, compose
 
+pytestmark = pytest.mark.integration  # whole processes (CLI, kills, launchers): not in the unit tier
+
 
 def run_dirs(results: Path) -> list[Path]:
     return sorted(p.parent for p in results.glob("runs/*/*/*/.hydra"))
