@@ -38,7 +38,7 @@ models: setup  ## convert the embedded SmolLM2 GGUF to safetensors once (idempot
 test: setup models  ## run every test, the slow ones on the real embedded models included
 	$(PY) -m pytest -q
 
-test-fast: setup  ## tests on tiny random models only (no real models or data)
+test-fast: setup  ## every test but the slow ones (those load the real embedded models)
 	$(PY) -m pytest -q -m "not slow"
 
 test-unit: setup  ## the edit-test loop (< 3 min): in-process tests on tiny models, no whole processes
@@ -64,9 +64,11 @@ $(VENV)/.installed-notebook: $(VENV)/.installed
 
 bench: setup models  ## benchmarks: LoRA vs full FT / PEFT / Adapter^H, latency, mixed adapters -> results/bench
 	$(PY) -m benchmarks.run
+	$(PY) -m benchmarks.memory
 
 bench-tiny: setup  ## the benchmark harness on tiny random models (~30 s) -> results/bench/tiny
 	$(PY) -m benchmarks.run --tiny
+	$(PY) -m benchmarks.memory --tiny --out results/bench/tiny
 
 clean:  ## remove the virtual environment and caches (keeps results/)
 	rm -rf $(VENV) .pytest_cache **/__pycache__ outputs multirun

@@ -123,14 +123,15 @@ def no_sync(model: nn.Module, sync: bool):
     return model.no_sync() if not sync and isinstance(model, nn.parallel.DistributedDataParallel) else nullcontext()
 
 
-def global_loss(loss: torch.Tensor, units: int) -> tuple[float, float]:
+def global_loss(loss: torch.Tensor, units: int) -> tuple[torch.Tensor | float, float]:
     """(mean loss of the global micro-batch, factor for this rank's loss before backward).
 
     `loss` is this rank's mean over its `units` (rows, or target tokens); DDP divides the summed gradients by the
     number of ranks, hence the factor world * units / (units of the whole batch). Every rank gets the same mean,
-    so a diverged loss stops all of them at the same step."""
+    so a diverged loss stops all of them at the same step. One process: the loss as an fp64 tensor on its device
+    (no host sync); several: a float, all-reduced."""
     if world() == 1:
-        return loss.item(), 1.0
+        return loss.detach().double(), 1.0
     t = torch.tensor([loss.item() * units if units else 0.0, float(units)], dtype=torch.float64)
     dist.all_reduce(t)
     total, n = t.tolist()

@@ -31,7 +31,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from experiments import distributed
+from experiments import distributed, precision
 from experiments.rundir import RunDir, rng_state, set_rng_state
 
 log = logging.getLogger(__name__)
@@ -177,6 +177,7 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
     deviations += job.deviations + warmup_deviations
     order = Order(len(job), tc.batch_size, cfg.seed)
     optimizer, scheduler = build_optimizer(model, tc, total, warmup)
+    prec = precision.setup(tc, next(model.parameters()).device, cfg.scale.name)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start, window = 0, [0.0, 0]  # window: (loss sum, steps) since the last train-loss row
     last_loss, train_s_before = float("nan"), 0.0
@@ -195,6 +196,7 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
                 p.copy_(tensors[name])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
+        prec.load_state_dict(state.get("precision", {}))
         rngs = state.get("rng_by_rank", [state["rng"]])
         if distributed.rank() < len(rngs):
             set_rng_state(rngs[distributed.rank()])
@@ -216,54 +218,60 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
     progress_every = tc.progress_every if tc.progress_every > 0 else max(tc.log_every, 1)
     t_train = time.perf_counter()
     result = LoopResult("success", {}, start, total, resumed_from=start, deviations=deviations)
+    window[0] = torch.tensor(float(window[0]), dtype=torch.float64, device=next(model.parameters()).device)
     for step in range(start, total):
         optimizer.zero_grad(set_to_none=True)
-        step_loss = 0.0
+        step_loss = torch.zeros((), dtype=torch.float64, device=window[0].device)
         for k in range(tc.grad_accum):
             rows = order.batch(step * tc.grad_accum + k)
             mine = distributed.shard(rows)
             # a rank left without rows (a batch smaller than the world) still joins DDP's all-reduce, with weight 0
             batch = job.batch(mine or rows[:1])
             with distributed.no_sync(ddp, sync=k == tc.grad_accum - 1):
-                loss = job.loss(ddp, batch)
+                with prec.autocast():
+                    loss = job.loss(ddp, batch)
+                # (fp64, on the device: no sync here) the loss of the global micro-batch; scale: this rank's factor
                 loss_value, scale = distributed.global_loss(loss, loss_units(batch) if mine else 0)
-                if not math.isfinite(loss_value):
-                    bar.close()
-                    result.status, result.steps = "diverged", step
-                    result.error = f"training loss became {loss_value} at step {step + 1} (lr={tc.lr})"
-                    result.metrics = {"train_loss": loss_value, "diverged_at_step": step + 1}
-                    tracker.log({"step": step + 1, "split": "train", "loss": loss_value})
-                    return result
-                (loss * scale / tc.grad_accum).backward()  # scale: 1.0 in one process (x * 1.0 == x exactly)
+                prec.backward(loss * scale / tc.grad_accum)  # scale: 1.0 in one process (x * 1.0 == x exactly)
             step_loss += loss_value / tc.grad_accum
-        if tc.max_grad_norm > 0:
-            torch.nn.utils.clip_grad_norm_(trainable.values(), tc.max_grad_norm)
-        optimizer.step()
+        prec.step(optimizer, list(trainable.values()), tc.max_grad_norm)
         scheduler.step()
         done = step + 1
         window[0] += step_loss
         window[1] += 1
         bar.update(1)
-        if done % max(tc.log_every, 1) == 0 or done == total:
-            last_loss = window[0] / window[1]
+        logs = done % max(tc.log_every, 1) == 0 or done == total
+        saves = tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == total)
+        if (logs or saves) and not math.isfinite(float(window[0])):  # the one sync, at log and checkpoint steps
+            bar.close()
+            value = float(window[0])
+            result.status, result.steps = "diverged", done
+            result.error = (f"training loss became {value} by step {done} (checked every {max(tc.log_every, 1)} "
+                            f"steps; lr={tc.lr})")
+            result.metrics = {"train_loss": value, "diverged_by_step": done}
+            tracker.log({"step": done, "split": "train", "loss": value})
+            return result
+        if logs:
+            last_loss = float(window[0]) / window[1]
             tracker.log({"step": done, "split": "train", "loss": last_loss, "lr": scheduler.get_last_lr()[0],
                          "epoch": done * tc.grad_accum / order.per_epoch})
             bar.set_postfix(loss=f"{last_loss:.4f}")
-            window = [0.0, 0]
+            window = [torch.zeros_like(window[0]), 0]
         if main and not on_terminal and (done % progress_every == 0 or done == total):
             elapsed = time.perf_counter() - t_train
             log.info("%s: step %d/%d, loss %.4f, lr %.3g, %.2f s/step, %s left", run.path.name, done, total,
-                     step_loss, scheduler.get_last_lr()[0], elapsed / (done - start),
+                     float(step_loss), scheduler.get_last_lr()[0], elapsed / (done - start),
                      _hms(elapsed / (done - start) * (total - done)))
         if tc.eval_every > 0 and done % tc.eval_every == 0 and done != total and main:
             tracker.log({"step": done, "split": "eval", **job.evaluate(model)})  # the others wait in the next step
         # after the last step too: a kill during the final evaluation resumes into it, with no training redone
-        if tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == total):
+        if saves:
             rngs = distributed.gather(rng_state())  # every rank's dropout stream: an exact resume
             if main:
                 run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()},
                                     {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                                     "rng": rngs[0], "window": window, "config_hash": config_hash,
+                                     "rng": rngs[0], "window": [float(window[0]), window[1]],
+                                     "config_hash": config_hash, "precision": prec.state_dict(),
                                      "last_loss": last_loss,
                                      "train_s": train_s_before + time.perf_counter() - t_train}
                                     | ({"rng_by_rank": rngs} if len(rngs) > 1 else {}))

@@ -84,6 +84,9 @@ class TrainConfig:
     kill_after_steps: int = 0  # test hook: SIGKILL this process after that many steps (a crash to resume from)
     kill_at: str = ""  # test hook: SIGKILL at a moment of the run's end: before_final (adapter written) | after_final
     progress_every: int = 0  # steps between progress lines in the log (train.log) off a terminal; 0: log_every
+    precision: str = "auto"  # fp32 | bf16 | fp16 (autocast; fp16 with a gradient scaler) | auto (experiments/precision)
+    tf32: bool = True  # on CUDA: fp32 matmuls in TF32
+    gradient_checkpointing: bool = False  # recompute the blocks' activations in the backward (less memory)
     # added for the GPT-2 generation recipe (paper Table 11); the defaults leave classification runs unchanged
     warmup_steps: int = 0  # > 0: linear warmup over this many steps instead of warmup_ratio (scaled down with a step cap)
     label_smoothing: float = 0.0  # generation tasks only: label-smoothed token cross-entropy (val_loss is plain NLL)

@@ -149,7 +149,9 @@ def check(cfg: DictConfig) -> schemas.Config:
     obj: schemas.Config = OmegaConf.to_object(cfg)
     _refuse_schema_choices()
     validate(obj)
-    distributed.device(obj.train.device)  # train.device=cuda without CUDA
+    from experiments import precision
+
+    precision.resolve(obj.train.precision, distributed.device(obj.train.device), obj.scale.name)  # no CUDA, no dtype
     _warn_unused_method_keys(obj.method.name)
     return obj
 
@@ -299,6 +301,8 @@ def _run(cfg: DictConfig, rd) -> dict:
             # does not depend on r, so under one seed r=8's A would be the first 8 rows of r=64's (Figure 3/4)
             torch.manual_seed(lora_init_seed(obj.seed, obj.method.r))
         lora.apply_method(model, obj.method)
+        if obj.train.gradient_checkpointing:  # non-reentrant: works with a frozen embedding (LoRA, adapters)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.to(distributed.device(obj.train.device))
         counts = lora.count_parameters(model, exclude=obj.method.train_also)
         resume = (rd.ckpt / "latest.json").exists()
