@@ -16,7 +16,7 @@ LAUNCH ?= $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jo
 # when make runs as root, as in a container: Jupyter refuses root without it)
 JUPYTER_ARGS ?=
 
-.PHONY: help setup models test test-fast test-unit params figures notebook bench bench-tiny clean $(TABLES)
+.PHONY: help setup models data test test-fast test-unit params figures notebook bench bench-tiny clean $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -43,6 +43,9 @@ test-fast: setup  ## every test but the slow ones (those load the real embedded 
 
 test-unit: setup  ## the edit-test loop (< 3 min): in-process tests on tiny models, no whole processes
 	$(PY) -m pytest -q -m "not slow and not integration and not data"
+
+data: setup  ## E2E, WebNLG 2017 and DART as the authors' files, checked, into LORA_DATA_DIR (else ./data); needs git + network
+	$(PY) -m experiments.get_data $(if $(LORA_DATA_DIR),--dest $(LORA_DATA_DIR),)
 
 params: setup  ## rebuild the trainable-parameter table (results/tables/params.md) from the counter
 	$(PY) -m experiments.param_table
