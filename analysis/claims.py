@@ -124,12 +124,19 @@ def difference(a: Estimate, b: Estimate) -> Estimate:
     return Estimate(a.value - b.value, half, a.basis if a.basis == b.basis else f"{a.basis} / {b.basis}")
 
 
-def rule_equivalent(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
+def _interval(d: Estimate) -> tuple[Optional[tuple[float, float]], str]:
     if d.value is None:
-        return "undecided", "no run for a cell"
+        return None, "no run for a cell"
     if d.half is None:
-        return "undecided", "no interval (one seed, not an accuracy)"
-    lo, hi = d.value - d.half, d.value + d.half
+        return None, "no interval (one seed, not an accuracy)"
+    return (d.value - d.half, d.value + d.half), ""
+
+
+def rule_equivalent(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
+    bounds, why = _interval(d)
+    if bounds is None:
+        return "undecided", why
+    lo, hi = bounds
     if -m <= lo and hi <= m:
         return "supported", f"interval [{lo:.1f}, {hi:.1f}] inside ±{m:g}"
     if hi < -m or lo > m:
@@ -138,11 +145,10 @@ def rule_equivalent(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
 
 
 def rule_at_least(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
-    if d.value is None:
-        return "undecided", "no run for a cell"
-    if d.half is None:
-        return "undecided", "no interval (one seed, not an accuracy)"
-    lo, hi = d.value - d.half, d.value + d.half
+    bounds, why = _interval(d)
+    if bounds is None:
+        return "undecided", why
+    lo, hi = bounds
     if lo > -m:
         return "supported", f"lower end {lo:.1f} above −{m:g}"
     if hi < -m:
