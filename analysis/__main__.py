@@ -41,7 +41,11 @@ def replace_table(name: str, built: Path, target: Path, force: bool) -> str:
             old = filled(pd.read_csv(old_csv))
         except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
             old = set()
-        dropped = old - filled(pd.read_csv(new_csv))
+        try:
+            new = filled(pd.read_csv(new_csv))
+        except pd.errors.EmptyDataError:  # a table none of whose runs are here (an lr search never run)
+            new = set()
+        dropped = old - new
         if dropped:
             shown = "; ".join(" / ".join(k) for k in sorted(dropped)[:8]) + (" ..." if len(dropped) > 8 else "")
             return (f"kept {old_csv}: the runs here would leave {len(dropped)} of its filled cells empty ({shown}); "

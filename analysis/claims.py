@@ -7,8 +7,9 @@ It reads only files: the tables' tidy CSVs (results/tables/<scale>/tableN.csv: o
 of seeds, the eval examples of each cell) and the benchmark summary (results/bench/summary.json).
 
 Intervals (95%): over seeds, mean ± t(0.975, n−1)·sd/√n when a cell has n ≥ 2 seeds; with one seed, an accuracy's
-binomial error on the eval sample, ±1.96·√(p(1−p)/N); otherwise none. A difference of two cells adds their
-variances (the eval examples are shared, so this is conservative).
+binomial error on the eval sample, ±1.96·√(p(1−p)/N); otherwise none. A one-seed interval leaves out the spread
+over seeds, so it is narrower than a seeds' interval would be. A difference of two cells adds their variances (the
+eval examples are shared, so that part is conservative).
 
 Rules (margins in the metric's points):
 - "A ≈ B" (equivalence, margin m): supported when the interval of A − B lies inside [−m, m]; contradicted when it
@@ -34,7 +35,7 @@ import pandas as pd
 from analysis import atomic_write
 
 T975 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
-ACCURACY_COLUMNS = {"MNLI", "SST-2", "RTE", "QNLI", "QQP", "MNLI-m", "MNLI-100", "MNLI-1k", "MNLI-10k", "MNLI-392K"}
+ACCURACY_COLUMNS = {"MNLI", "SST-2", "MRPC", "RTE", "QNLI", "QQP", "MNLI-m", "MNLI-100", "MNLI-1k", "MNLI-10k", "MNLI-392K"}
 MARGIN = 2.0  # points of accuracy (or BLEU) within which two methods count as equal
 VERDICTS = ("supported", "contradicted", "undecided")
 

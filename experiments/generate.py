@@ -159,7 +159,6 @@ class GenerationJob:
     """What the training loop needs from a generation task: training batches, the loss, mid-run evaluation
     (val_loss only: generating is the expensive part) and the final evaluation (val_loss + generation + scores)."""
 
-
     def __init__(self, tokenizer, task: GenTaskData, cfg):
         self.tokenizer, self.task, self.cfg = tokenizer, task, cfg
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

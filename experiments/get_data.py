@@ -6,7 +6,7 @@
 The files come from the authors' repository (microsoft/LoRA, examples/NLG/data: a sparse, shallow git clone) and
 each is checked before it is laid out: against a sha256 recorded here where one is known (taken from the offline copy
 these experiments were developed on, which is byte-identical), and always against the authors' git blob id. A file
-that fails a check is named and nothing of its dataset is written; files already in place and correct are kept
+that fails a check is named and nothing is written; files already in place and correct are kept
 (the command is idempotent). GLUE needs no step here: without a local copy, tasks load the hub's parquet copy
 (nyu-mll/glue) when they run.
 """
@@ -86,7 +86,7 @@ def _git(*args: str) -> None:
 
 def clone(source: str, into: Path, ref: Optional[str] = None) -> Path:
     """A shallow clone of `source` with only examples/NLG/data checked out; returns that folder."""
-    _git("clone", "--depth", "1", "--no-checkout", *(["--branch", ref] if ref else []), source, str(into))
+    _git("clone", "--depth", "1", "--filter=blob:none", "--no-checkout", *(["--branch", ref] if ref else []), source, str(into))
     _git("-C", str(into), "sparse-checkout", "set", "--no-cone", IN_REPO)
     _git("-C", str(into), "checkout")
     return into / IN_REPO

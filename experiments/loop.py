@@ -242,7 +242,9 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
         bar.update(1)
         logs = done % max(tc.log_every, 1) == 0 or done == total
         saves = tc.checkpoint_every > 0 and (done % tc.checkpoint_every == 0 or done == total)
-        if (logs or saves) and not math.isfinite(float(window[0])):  # the one sync, at log and checkpoint steps
+        # a host sync only at log and checkpoint steps (and for a progress line off a terminal); under torchrun
+        # global_loss all-reduces every micro-batch's loss anyway
+        if (logs or saves) and not math.isfinite(float(window[0])):
             bar.close()
             value = float(window[0])
             result.status, result.steps = "diverged", done

@@ -153,7 +153,7 @@ class RunDir:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-        atomic_write_json(self.ckpt / "latest.json", {"step": step})
+        atomic_write_json(self.ckpt / "latest.json", {"step": step, "config_hash": state.get("config_hash")})
         for old in self.ckpt.glob("step_*"):
             if not old.name.startswith(f"step_{step:07d}."):
                 old.unlink(missing_ok=True)
@@ -226,6 +226,13 @@ class RunDir:
 
     def unlock(self) -> None:
         self.lock_path.unlink(missing_ok=True)
+
+    def checkpoint_hash(self) -> Optional[str]:
+        """The config hash the latest checkpoint was written under (None: none, or one written before it was kept)."""
+        try:
+            return json.loads((self.ckpt / "latest.json").read_text()).get("config_hash")
+        except (OSError, ValueError, AttributeError):
+            return None
 
     def drop_checkpoint(self) -> None:
         """latest.json goes first: a kill halfway never leaves it naming deleted files."""

@@ -53,21 +53,37 @@ def find_equal(scale_root: Path, chash: str, other_than: Path) -> Optional[Path]
     return None
 
 
-def share(run_dir: str | os.PathLike, scale_root: str | os.PathLike, chash: Optional[str]) -> Path:
+def share(run_dir: str | os.PathLike, scale_root: str | os.PathLike, chash: str) -> Path:
     """The directory this run should use: `run_dir` itself (its hash recorded), or, when `run_dir` is fresh and an
     equal run exists, the same path turned into a symlink to that run's directory."""
     run_dir, scale_root = Path(run_dir), Path(scale_root)
-    if chash is None or run_dir.is_symlink() or run_dir.parent.parent.resolve() != scale_root.resolve():
-        return run_dir  # an unresolvable config, an already shared run, or a run outside the scale's layout
+    if run_dir.parent.parent.resolve() != scale_root.resolve():
+        return run_dir  # a run outside the scale's layout (tests, an explicit run_dir)
     with _scale_lock(scale_root):
+        if run_dir.is_symlink():
+            try:
+                linked = (run_dir / HASH_FILE).read_text().strip()
+            except OSError:
+                linked = None
+            if linked == chash:
+                return run_dir
+            run_dir.unlink()  # the two configs no longer agree (a budget changed): this one gets its own run
+            print(f"{run_dir}: no longer the same configuration as the run it shared; running on its own", flush=True)
         equal = find_equal(scale_root, chash, other_than=run_dir)
         if equal is None or (run_dir.exists() and not is_fresh(run_dir)):
             run_dir.mkdir(parents=True, exist_ok=True)
             (run_dir / HASH_FILE).write_text(chash + "\n")
             return run_dir
         old_logs = [p.name for p in run_dir.glob("*.log")] if run_dir.exists() else []
-        shutil.rmtree(run_dir, ignore_errors=True)
-        run_dir.symlink_to(os.path.relpath(equal, run_dir.parent), target_is_directory=True)
+        for _ in range(5):  # under torchrun another rank's Hydra may make the folder again in between
+            shutil.rmtree(run_dir, ignore_errors=True)
+            try:
+                run_dir.symlink_to(os.path.relpath(equal, run_dir.parent), target_is_directory=True)
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise RuntimeError(f"cannot replace {run_dir} by a link to {equal}: something keeps recreating it")
     _repoint_log_files(run_dir, old_logs)
     print(f"{run_dir}: the same configuration as {equal}; sharing that run directory", flush=True)
     return run_dir

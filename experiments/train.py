@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 # experiment and scale.deviations name and describe a run, they do not change it.
 NOT_COMPUTED = ("logger", "results_dir", "lr_by_method", "experiment")
 NOT_COMPUTED_TRAIN = ("threads", "device", "kill_after_steps", "kill_at", "eval_batch_size", "checkpoint_every",
-                      "progress_every")
+                      "progress_every", "gradient_checkpointing")  # recomputation gives the same numbers
 NOT_COMPUTED_SCALE = ("deviations",)
 GENERATION_OUTPUTS = ("predictions.txt", "references.txt", "inputs.jsonl")  # experiments/generate.py writes them
 
@@ -73,6 +73,14 @@ def config_hash(cfg: DictConfig) -> str:
         plain.get("train", {}).pop(key, None)
     for key in NOT_COMPUTED_SCALE:
         plain.get("scale", {}).pop(key, None)
+    train = plain.get("train", {})
+    if "precision" in train:  # what it resolves to here (auto: fp32 on CPU, bf16 on a GPU at paper scale)
+        from experiments import precision
+
+        dev = distributed.device(cfg.train.device)
+        train["precision"] = precision.resolve(train["precision"], dev, plain.get("scale", {}).get("name", ""))
+        if dev.type != "cuda":
+            train.pop("tf32", None)  # TF32 exists only on CUDA
     method = plain.get("method", {})
     if method.get("name") in lora.methods.registry():  # `method=full method.r=8` is method=full
         used = lora.methods.get(method["name"]).fields
@@ -217,8 +225,12 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
             return {"status": "refused", "error": f"{type(e).__name__}: {e}", "metrics": {}}
         raise
     if distributed.is_main():
-        run_dir = shared_runs.share(run_dir, Path(str(cfg.results_dir)) / "runs" / str(cfg.scale.name),
-                                    config_hash(cfg))
+        try:
+            run_dir = shared_runs.share(run_dir, Path(str(cfg.results_dir)) / "runs" / str(cfg.scale.name),
+                                        config_hash(cfg))
+        except Exception as e:  # noqa: BLE001 - the other ranks wait in broadcast(): tell them, then fail
+            distributed.broadcast({"status": "failed", "error": f"{type(e).__name__}: {e}", "metrics": {}})
+            raise
     rd = RunDir(run_dir)
     if not distributed.is_main():  # rank 0 takes the lock and says whether the run trains (after its clean-up)
         skipped = distributed.broadcast(None)
@@ -228,7 +240,12 @@ def run(cfg: DictConfig, run_dir: Optional[str | Path] = None) -> dict:
         print(f"skipping {rd.path}: process {owner} is running it (delete {rd.lock_path} if it is not)", flush=True)
         return distributed.broadcast({"status": "running", "owner": owner, "metrics": {}})
     try:
-        skipped = distributed.broadcast(_prepare(cfg, rd))
+        try:
+            prepared = _prepare(cfg, rd)
+        except Exception as e:  # noqa: BLE001 - as above: the other ranks must not wait forever
+            distributed.broadcast({"status": "failed", "error": f"{type(e).__name__}: {e}", "metrics": {}})
+            raise
+        skipped = distributed.broadcast(prepared)
         return skipped if skipped is not None else _run(cfg, rd)
     finally:
         rd.unlock()
@@ -251,6 +268,9 @@ def _prepare(cfg: DictConfig, rd) -> Optional[dict]:
               "rate); the old result is replaced", flush=True)
         previous = "stale"
     has_checkpoint = (rd.ckpt / "latest.json").exists()
+    if has_checkpoint and rd.checkpoint_hash() not in (None, chash):
+        print(f"restarting {rd.path}: its checkpoint was written under another configuration", flush=True)
+        has_checkpoint = False
     if previous in ("diverged", "stale") or not has_checkpoint:
         rd.drop_checkpoint()
         rd.reset()

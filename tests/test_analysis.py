@@ -339,13 +339,13 @@ def test_claims_ledger_decides_by_its_rules(tmp_path):
     _tidy(res / "tables" / SCALE / "table2.csv", [
         (lora, "MNLI", 80.0, 0.3, 5, 9815), (ft, "MNLI", 80.2, 0.3, 5, 9815),     # ±0.4: inside ±2
         (lora, "SST-2", 90.0, None, 1, 872), (ft, "SST-2", 80.0, None, 1, 872),   # binomial ±3.6: outside ±2
-        (lora, "MRPC", 85.0, None, 1, 408), (ft, "MRPC", 85.0, None, 1, 408),     # F1: no interval with one seed
+        (lora, "CoLA", 40.0, None, 1, 1043), (ft, "CoLA", 41.0, None, 1, 1043),   # Matthews: no interval, 1 seed
         (drop, "MNLI", 80.0, 0.3, 5, 9815)])
     by_key = {c.key: (parts, verdict) for c, parts, verdict in evaluate(res, SCALE)}
     parts, verdict = by_key["lora-ft-glue"]
     got = {p.label: p.verdict for p in parts}
-    assert got["MNLI"] == "supported" and got["SST-2"] == "contradicted" and got["MRPC"] == "undecided"
-    assert got["CoLA"] == "undecided" and verdict == "contradicted"  # any contradicted part decides the claim
+    assert got["MNLI"] == "supported" and got["SST-2"] == "contradicted" and got["CoLA"] == "undecided"
+    assert got["MRPC"] == "undecided" and verdict == "contradicted"  # MRPC: no run  # any contradicted part decides the claim
     assert abs(parts[0].estimate.half - 2.776 * 0.3 / 5 ** 0.5 * 2 ** 0.5) < 1e-9  # t(0.975, 4), two cells
     assert by_key["merged-no-latency"][1] == "undecided"  # no benchmark summary here
 

@@ -351,3 +351,33 @@ def test_off_a_terminal_progress_goes_to_the_log_and_files_follow_the_umask(env,
     assert "\r" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr[-2000:]
     for path in [run / "final.json", run / "metrics.jsonl", run / "adapter.safetensors"]:
         assert stat.S_IMODE(path.stat().st_mode) == 0o644, path
+
+
+def test_a_shared_run_link_that_no_longer_matches_gets_its_own_run(tmp_path):
+    from experiments.shared_runs import HASH_FILE, share
+
+    scale = tmp_path / "runs" / "local"
+    real = scale / "table3" / "lora"
+    real.mkdir(parents=True)
+    (real / HASH_FILE).write_text("aaa\n")
+    (real / "final.json").write_text("{}")
+    alias = scale / "table18" / "r=4"
+    alias.mkdir(parents=True)
+    assert share(alias, scale, "aaa") == alias and alias.is_symlink() and alias.resolve() == real.resolve()
+    assert share(alias, scale, "aaa").is_symlink()  # still equal: still shared
+    assert share(alias, scale, "bbb") == alias and not alias.is_symlink()  # a budget changed one of them
+    assert (alias / HASH_FILE).read_text().strip() == "bbb" and (real / HASH_FILE).read_text().strip() == "aaa"
+
+
+def test_a_checkpoint_of_another_config_restarts_instead_of_failing_forever(env, tmp_path):
+    """Killed at step 10, then a budget change (another learning rate): the run restarts from step 0."""
+    results = tmp_path / "results"
+    args = LONG + [f"results_dir={results}"]
+    killed = _cli(args + ["train.kill_after_steps=10"], env)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    run = the_run(results)
+    latest = json.loads((run / "checkpoint" / "latest.json").read_text())
+    assert latest["step"] == 10 and latest["config_hash"]
+    (run / "checkpoint" / "latest.json").write_text(json.dumps(latest | {"config_hash": "another config"}))
+    final = run_inprocess(args, run)
+    assert final["status"] == "success" and final["resumed_from_step"] == 0
