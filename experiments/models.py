@@ -139,6 +139,15 @@ def _no_progress_bars_off_terminal() -> None:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()
+    try:  # the GGUF dequantisation draws a plain tqdm of its own, which the switch above does not reach
+        import functools
+
+        import transformers.modeling_gguf_pytorch_utils as gguf_utils
+
+        if not isinstance(gguf_utils.tqdm, functools.partial):
+            gguf_utils.tqdm = functools.partial(gguf_utils.tqdm, disable=True)
+    except (ImportError, AttributeError):
+        pass
     try:
         from huggingface_hub.utils import disable_progress_bars
     except ImportError:

@@ -159,3 +159,18 @@ def test_minilm_is_pretrained():
 
     a, b, c = embed(["A man is playing a guitar.", "Someone plays the guitar.", "The stock market fell today."])
     assert (a @ b) > 0.5 > (a @ c)  # random weights give ~0.95 for everything
+
+
+@pytest.mark.slow
+def test_gguf_conversion_into_a_redirected_stderr_draws_no_progress_bars(tmp_path):
+    """Off a terminal (SLURM, nohup, CI) the one-off dequantisation logs lines, not carriage-return frames."""
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, LORA_CACHE_DIR=str(tmp_path / "cache"))
+    proc = subprocess.run([sys.executable, "-m", "experiments.models", "prepare"], cwd=models.REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "wrote" in proc.stdout and (tmp_path / "cache" / "models").is_dir()
+    assert "\r" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr[-2000:]
