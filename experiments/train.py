@@ -336,6 +336,7 @@ def _run(cfg: DictConfig, rd) -> dict:
         if result.status == "success":
             lora.io.save_adapter(model, rd.adapter, metadata={"method": obj.method.name, "model": obj.model.name,
                                                               "r": obj.method.r, "alpha": obj.method.alpha,
+                                                              "scaling": obj.method.scaling,
                                                               "task": obj.task.name, "steps": result.steps})
             if lora.methods.get(obj.method.name).has_delta_w:  # W0 under the adapters: ΔW vs W (Table 7, Figure 8)
                 base_weights.save(model, rd.path)

@@ -18,6 +18,8 @@ class MethodConfig:
     alpha: float = 8.0
     dropout: float = 0.0
     targets: list[str] = field(default_factory=lambda: ["q", "v"])
+    scaling: str = "standard"  # standard: alpha / r (the paper); rs: alpha / sqrt(r) (rsLoRA, Kalajdzievski 2023)
+    lr_ratio_b: float = 1.0  # LoRA+ (Hayou et al. 2024): B trains at lr_ratio_b times the learning rate of A
     # Adapters: bottleneck width and, for Adapter^D, how many of the lowest layers lose their adapters (None:
     # AdapterDrop's 5 of 12, floor(5·L/12) of L blocks; lora.adapters.default_drop_layers).
     adapter_r: int = 8

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -162,7 +163,8 @@ def _peft_lora_pair(m: LoRALinear) -> tuple[torch.Tensor, torch.Tensor, int, flo
     for i, role in enumerate(roles):
         start, end = m.slices[role]
         b_full[start:end, i * m.r:(i + 1) * m.r] = m.pair(role)[1].detach()
-    return a_full, b_full, k * m.r, k * m.alpha
+    # the scaling alpha / r (rsLoRA: alpha / sqrt(r)) of rank k·r stays the slice's
+    return a_full, b_full, k * m.r, (math.sqrt(k) if m.rank_stabilised else k) * m.alpha
 
 
 def _modules_to_save(model: nn.Module) -> dict[str, nn.Module]:
@@ -201,6 +203,9 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike, base_model_name_or
         tensors[f"base_model.model.{path}.lora_A.weight"] = a
         tensors[f"base_model.model.{path}.lora_B.weight"] = b
         shape[path] = (rank, alpha)
+    rs = {m.rank_stabilised for m in modules.values()}
+    if len(rs) > 1:
+        raise ValueError("PEFT has one use_rslora for all layers; this model mixes alpha / r and alpha / sqrt(r)")
     dropouts = {m.dropout_p for m in modules.values()}
     if len(dropouts) > 1:
         raise ValueError(f"PEFT has one lora_dropout for all layers; this model mixes {sorted(dropouts)}")
@@ -220,7 +225,7 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike, base_model_name_or
         # catch modules we never adapted (the pooler)
         "target_modules": sorted(modules),
         "fan_in_fan_out": all(m.fan_in_fan_out for m in modules.values()),  # PEFT fixes it per layer type anyway
-        "bias": "none", "inference_mode": True, "init_lora_weights": True, "use_rslora": False, "use_dora": False,
+        "bias": "none", "inference_mode": True, "init_lora_weights": True, "use_rslora": rs.pop(), "use_dora": False,
         "modules_to_save": sorted(to_save) or None,
     }
     out = Path(out_dir)

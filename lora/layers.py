@@ -41,7 +41,7 @@ class LoRALinear(nn.Module):
     """
 
     def __init__(self, base: nn.Module, r: int, alpha: float, dropout: float = 0.0,
-                 slices: dict[str, tuple[int, int]] | None = None):
+                 slices: dict[str, tuple[int, int]] | None = None, rank_stabilised: bool = False):
         super().__init__()
         if r < 1:
             raise ValueError(f"LoRA rank r must be >= 1, got {r}")
@@ -49,7 +49,8 @@ class LoRALinear(nn.Module):
         base.requires_grad_(False)  # W0 stays frozen whatever the caller did before injection
         self.fan_in_fan_out = _is_conv1d(base)
         self.in_features, self.out_features = in_out_features(base)
-        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        self.r, self.alpha, self.rank_stabilised = r, alpha, rank_stabilised
+        self.scaling = alpha / math.sqrt(r) if rank_stabilised else alpha / r  # rsLoRA: alpha / sqrt(r)
         self.slices = dict(slices) if slices is not None else {"": (0, self.out_features)}
         self._check_slices()
         if not 0.0 <= dropout < 1.0:
@@ -168,7 +169,8 @@ def _fused_slices(model: nn.Module, module: nn.Module, fused: tuple[str, ...], r
     return {role: (i * width, (i + 1) * width) for i, role in enumerate(fused) if role in roles}
 
 
-def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float) -> list[str]:
+def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, dropout: float,
+                rank_stabilised: bool = False) -> list[str]:
     """Wrap every module that `targets` (roles) names; returns the wrapped module paths.
 
     Only the new A and B require grad afterwards among the wrapped modules' parameters; the rest of the model is left
@@ -184,7 +186,7 @@ def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, drop
         if target.roles[0] in family.fused_qkv:
             slices = _fused_slices(model, module, family.fused_qkv, target.roles, target.path)
         parent_path, _, child = target.path.rpartition(".")
-        layer = LoRALinear(module, r, alpha, dropout, slices)
+        layer = LoRALinear(module, r, alpha, dropout, slices, rank_stabilised)
         layer.train(module.training)  # a new module starts in train mode; an eval() model must not get LoRA dropout
         setattr(model.get_submodule(parent_path), child, layer)
         paths.append(target.path)
@@ -207,7 +209,8 @@ def unmerge_lora(model: nn.Module) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- the method
-LORA_FIELDS = ("r", "alpha", "dropout", "targets")
+LORA_FIELDS = ("r", "alpha", "dropout", "targets", "scaling", "lr_ratio_b")
+SCALINGS = ("standard", "rs")
 
 
 def check_lora(cfg) -> None:
@@ -221,10 +224,16 @@ def check_lora(cfg) -> None:
         raise ValueError(f"method.dropout must be in [0, 1), got {cfg.dropout}")
     if not cfg.targets:
         raise ValueError("method.targets is empty; name at least one role, e.g. method.targets=[q,v]")
+    if cfg.scaling not in SCALINGS:
+        raise ValueError(f"method.scaling={cfg.scaling!r}; known: standard (alpha / r), rs (alpha / sqrt(r))")
+    if cfg.lr_ratio_b <= 0:
+        raise ValueError(f"method.lr_ratio_b must be > 0 (B's learning rate over A's; LoRA+ uses 16), got "
+                         f"{cfg.lr_ratio_b}")
 
 
 def inject_lora_of(model: nn.Module, cfg) -> list[str]:
-    return inject_lora(model, cfg.targets, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout)
+    return inject_lora(model, cfg.targets, r=cfg.r, alpha=cfg.alpha, dropout=cfg.dropout,
+                       rank_stabilised=cfg.scaling == "rs")
 
 
 METHODS = (Method("lora", "low-rank updates BA of the `targets` weight matrices (LoRA)", (*LORA_FIELDS, "train_also"),

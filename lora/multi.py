@@ -23,6 +23,7 @@ Inference only: the stacked tensors are buffers (no gradients, not in state_dict
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 from contextlib import contextmanager
@@ -174,7 +175,7 @@ class AdapterBank:
 
 # ---------------------------------------------------------------------------------------------- loading adapters
 def _pairs_from_state(state: Mapping[str, torch.Tensor], alpha: float | None, label: str,
-                      ignore_extra: bool) -> _Pairs:
+                      ignore_extra: bool, rank_stabilised: bool = False) -> _Pairs:
     found: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
     extra = []
     for key, t in state.items():
@@ -204,7 +205,8 @@ def _pairs_from_state(state: Mapping[str, torch.Tensor], alpha: float | None, la
             if a.dim() != 2 or b.dim() != 2 or a.shape[0] != b.shape[1]:
                 raise ValueError(f"adapter {label!r}: {path} has A {tuple(a.shape)} and B {tuple(b.shape)}, "
                                  "expected A (r, in) and B (out, r)")
-            pairs.setdefault(path, {})[role] = (a.detach(), b.detach(), alpha / a.shape[0])
+            r = a.shape[0]
+            pairs.setdefault(path, {})[role] = (a.detach(), b.detach(), alpha / (math.sqrt(r) if rank_stabilised else r))
     return pairs
 
 
@@ -230,8 +232,9 @@ def _load(source: AdapterSource, alpha: float | None, label: str, ignore_extra: 
         return _pairs_from_model(source, label)
     if isinstance(source, (str, os.PathLike)):
         file_alpha = _alpha_from_file(source)
+        rs = adapter_metadata(source).get("scaling") == "rs"  # rsLoRA: alpha / sqrt(r)
         return _pairs_from_state(read_safetensors(source), alpha if alpha is not None else file_alpha, label,
-                                 ignore_extra)
+                                 ignore_extra, rs)
     if isinstance(source, Mapping):
         return _pairs_from_state(source, alpha, label, ignore_extra)
     raise TypeError(f"adapter {label!r}: expected a file path, a state dict or a LoRA model, got {type(source)}")

@@ -159,3 +159,57 @@ def test_peft_export_refuses_what_peft_cannot_carry(tmp_path):
     model = _adapted("bert", name="lora_pe")
     with pytest.raises(ValueError, match="not part of the base model"):
         export_peft(model, tmp_path, "tiny")
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_rslora_scales_by_alpha_over_sqrt_r_and_exports_to_peft_exactly(family, tmp_path):
+    """rsLoRA (method.scaling=rs): ΔW = alpha / sqrt(r) · BA; PEFT's use_rslora gives the same outputs (GPT-2's
+    fused q/v slices become one rank-2r LoRA, whose alpha keeps the slice's alpha / sqrt(r))."""
+    from lora.layers import lora_modules
+
+    cfg = lora.MethodConfig(name="lora", r=4, alpha=8, targets=["q", "v"], scaling="rs")
+    model = _adapted(family, scaling="rs")
+    layer = next(iter(lora_modules(model).values()))
+    assert layer.scaling == pytest.approx(8 / 2.0)  # alpha / sqrt(4)
+    if family == "gpt2":
+        pytest.skip("PEFT cannot adapt q and v of GPT-2's fused c_attn alone (our export refuses it)")
+    a, b, plain, _ = _peft_round_trip(tiny.FAMILIES[family], cfg, tmp_path, "logits")
+    assert not torch.allclose(a, plain) and _close(a, b)
+    assert json.loads((tmp_path / "peft" / "adapter_config.json").read_text())["use_rslora"] is True
+
+
+def test_rslora_adapter_file_attaches_with_its_scaling(tmp_path):
+    from lora.multi import attach_adapters
+
+    model = _adapted("llama", scaling="rs")
+    tiny.randomise_lora_b(model)
+    path = tmp_path / "rs.safetensors"
+    save_adapter(model, path, metadata={"alpha": 8, "r": 4, "scaling": "rs"})
+    torch.manual_seed(0)
+    base = tiny.FAMILIES["llama"]().eval()
+    bank = attach_adapters(base, {"rs": str(path)})
+    ids, mask = tiny.batch()
+    with bank.use(["rs", "rs"]):
+        got = base(input_ids=ids, attention_mask=mask).logits
+    assert torch.allclose(got, model(input_ids=ids, attention_mask=mask).logits, atol=1e-5)
+
+
+def test_lora_plus_trains_b_at_its_ratio_of_the_learning_rate():
+    from types import SimpleNamespace
+
+    from experiments.loop import build_optimizer
+
+    model = _adapted("llama")  # LoRA on q, v: every trainable parameter is an A or a B
+    opt, sched = build_optimizer(model, SimpleNamespace(lr=1e-3, weight_decay=0.01), total=10, warmup=2,
+                                 lr_ratio_b=16)
+    kind = {id(p): n.rpartition(".")[2][:6] for n, p in model.named_parameters()}
+
+    def lr_of(k):
+        (lr,) = {g["lr"] for g in opt.param_groups if any(kind[id(p)] == k for p in g["params"])}
+        return lr
+
+    assert lr_of("lora_B") == pytest.approx(16 * lr_of("lora_A")) and lr_of("lora_A") == pytest.approx(1e-3 / 3)
+    for _ in range(4):  # through warmup into the decay: the ratio holds
+        opt.step()
+        sched.step()
+    assert lr_of("lora_B") == pytest.approx(16 * lr_of("lora_A"))
