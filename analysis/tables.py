@@ -83,6 +83,7 @@ class Cell:
     text: str  # what the ours column shows
     diff: Optional[float]
     decimals: int
+    median: Optional[float] = None  # tables whose center is the median (the diff is taken from it)
 
 
 def fmt(v: Optional[float], d: int, sign: bool = False) -> str:
@@ -108,7 +109,8 @@ def _others(runs: pd.DataFrame) -> str:
 
 
 def make_cell(runs: pd.DataFrame, row: Row, col: Column, value: Optional[float], std: Optional[float],
-              scale: str, needs_hub: bool, metric_fn: Optional[Callable[[pd.DataFrame], pd.Series]] = None) -> Cell:
+              scale: str, needs_hub: bool, metric_fn: Optional[Callable[[pd.DataFrame], pd.Series]] = None,
+              center: str = "mean") -> Cell:
     d = col.decimals
     base = dict(row=row.label, column=col.label, paper=value, paper_std=std, decimals=d)
     if runs.empty:
@@ -127,9 +129,12 @@ def make_cell(runs: pd.DataFrame, row: Row, col: Column, value: Optional[float],
     if n == 0:
         text = others or f"no {col.metric} in final.json"
         return Cell(**base, mean=None, std=None, n_seeds=0, seeds=(), status=text, text=text, diff=None)
-    text = fmt_mean(mean, sd, n, d) + (f"; {others}" if others else "")
-    diff = mean - value if value is not None else None
-    return Cell(**base, mean=mean, std=sd, n_seeds=n, seeds=seeds, status="ok", text=text, diff=diff)
+    shown = float(values[ok].dropna().median()) if center == "median" else mean
+    text = fmt_mean(shown, sd, n, d) + (" median" if center == "median" and n > 1 else "") + \
+        (f"; {others}" if others else "")
+    diff = shown - value if value is not None else None
+    return Cell(**base, mean=mean, std=sd, n_seeds=n, seeds=seeds, status="ok", text=text, diff=diff,
+                median=shown if center == "median" else None)
 
 
 def paper_text(value: Optional[float], std: Optional[float], d: int) -> str:
@@ -231,12 +236,13 @@ def build(table: PaperTable, frame: pd.DataFrame, scale: str, out_dir: Optional[
             ok = runs[runs["status"] == "success"] if not runs.empty else runs
             eval_n[(row.label, col.label)] = (int(pd.to_numeric(ok["eval_n"], errors="coerce").min())
                                               if not ok.empty and ok["eval_n"].notna().any() else None)
-            row_cells[col.label] = make_cell(runs, row, col, v, s, scale, table.cell_task(row, col)[1])
+            row_cells[col.label] = make_cell(runs, row, col, v, s, scale, table.cell_task(row, col)[1],
+                                             center=table.center)
         for col in table.columns:  # GLUE's Avg.: over the task columns, only where every one has a number
             if col.metric != "average":
                 continue
             v, s = table.values.get((row.label, col.label), (None, None))
-            means = [c.mean for c in row_cells.values()]
+            means = [c.median if c.median is not None else c.mean for c in row_cells.values()]
             if not any(m is not None for m in means):  # nothing ran: say why as the task cells do
                 first = next(iter(row_cells.values()))
                 row_cells[col.label] = Cell(row.label, col.label, v, s, None, None, 0, (), first.status,
@@ -273,7 +279,8 @@ def build(table: PaperTable, frame: pd.DataFrame, scale: str, out_dir: Optional[
     tidy = pd.DataFrame([{"table": table.name, "scale": scale, "row": c.row, "column": c.column, "paper": c.paper,
                           "paper_std": c.paper_std, "ours_mean": c.mean, "ours_std": c.std, "n_seeds": c.n_seeds,
                           "seeds": " ".join(map(str, c.seeds)), "status": c.status, "ours": c.text,
-                          "diff": c.diff, "eval_n": eval_n.get((c.row, c.column))} for c in cells])
+                          "diff": c.diff, "eval_n": eval_n.get((c.row, c.column)), "ours_median": c.median}
+                         for c in cells])
     md = markdown(f"{table.title} — paper vs ours, scale `{scale}`", header, body, footer(runs_used, scale, table))
     paths = write(_out_dir(out_dir, results, scale), table.name, md, tidy)
     return TableResult(table.name, tidy, md, paths)

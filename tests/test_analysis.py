@@ -374,3 +374,14 @@ def test_committed_tables_rebuild_from_the_committed_run_records(tmp_path):
     for committed in sorted((repo_results / "tables" / "local").glob("*.*")):
         rebuilt = results / "tables" / "local" / committed.name
         assert rebuilt.read_bytes() == committed.read_bytes(), f"{committed.name} differs when rebuilt"
+
+
+def test_table2_cells_are_the_median_over_seeds(tmp_path):
+    """GLUE cells as the paper reports them: the median over seeds (± the seeds' std); the diff from the median."""
+    res = tmp_path / "results"
+    for seed, acc in enumerate((0.80, 0.82, 0.90)):
+        make_run(res, "table2", f"lora_s{seed}", seed=seed, metrics={"eval_accuracy": acc})
+    result = tables.table2(collect(res, SCALE), SCALE, out_dir=tmp_path / "out")
+    c = cell(result, "RoB_base (LoRA)", "MNLI")
+    assert c["ours"].startswith("82.0 ± 5.3 (n=3) median") and c["ours_median"] == pytest.approx(82.0)
+    assert c["ours_mean"] == pytest.approx(84.0) and c["diff"] == pytest.approx(82.0 - 87.5)
