@@ -223,8 +223,11 @@ DAMAGE = {  # id -> (damage, the file the warning must name)
 def test_damaged_checkpoint_warns_and_restarts_from_scratch(damage, named, env, tmp_path, capfd, smoke_reference):
     from experiments.rundir import RunDir
 
+    from experiments.train import config_hash
+
     run = RunDir(tmp_path / "run")  # a killed run's state: checkpoint at step 4, rows logged up to step 5
-    run.save_checkpoint(4, {"w": torch.zeros(3)}, {"config_hash": "x", "window": [0.0, 0]})
+    chash = config_hash(compose(SMOKE + [f"results_dir={tmp_path}"]))  # this config's: the damage is what it meets
+    run.save_checkpoint(4, {"w": torch.zeros(3)}, {"config_hash": chash, "window": [0.0, 0]})
     for step in range(1, 6):
         run.append_metrics({"step": step, "split": "train", "loss": 9.0})
     damage(run.ckpt)
@@ -293,7 +296,7 @@ def test_generation_run_killed_while_scoring_resumes_into_the_final_evaluation(e
     args = e2e + [f"results_dir={results}"]
     run = kill_when(args, env, results, lambda r: (r / "predictions.txt").exists(), tmp_path / "killed.log")
     assert not (run / "final.json").exists(), "killed too late: the run had finished"
-    assert json.loads((run / "checkpoint" / "latest.json").read_text()) == {"step": 8}
+    assert json.loads((run / "checkpoint" / "latest.json").read_text())["step"] == 8
 
     final = run_inprocess(args, run)
     assert final["resumed_from_step"] == 8
