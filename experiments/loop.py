@@ -182,7 +182,7 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
     warmup, warmup_deviations = plan_warmup(tc, total, requested_steps(len(job), tc)[0])
     deviations += job.deviations + warmup_deviations
     order = Order(len(job), tc.batch_size, cfg.seed)
-    optimizer, scheduler = build_optimizer(model, tc, total, warmup, getattr(cfg.method, "lr_ratio_b", 1.0))
+    optimizer, scheduler = build_optimizer(model, tc, total, warmup, cfg.method.lr_ratio_b)
     prec = precision.setup(tc, next(model.parameters()).device, cfg.scale.name)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}
     start, window = 0, [0.0, 0]  # window: (loss sum, steps) since the last train-loss row
