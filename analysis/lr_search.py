@@ -1,9 +1,9 @@
-"""The learning-rate searches behind the per-method rates of a table (conf/experiment/<table>_lr*.yaml).
+"""The learning-rate searches behind the per-method rates of a table (tables <table>_lr* of conf/tables/).
 
 Each method's runs at several learning rates, scored on examples held out of the training set (`val_accuracy`,
 higher is better) or, for generation tasks, on the validation split (`val_loss`, lower is better), with the final
 training loss beside it (a rate whose loss did not come down is under-trained, not a finding). The best
-rate per method is what conf/budget/<table>_<scale>.yaml should hold; the table says whether it does.
+rate per method is what the table's lr_by_method at that scale should hold; the table says whether it does.
 """
 from __future__ import annotations
 
@@ -20,9 +20,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def budget_lrs(table: str, scale: str) -> dict[str, float]:
-    """lr_by_method of conf/budget/<table>_<scale>.yaml (what the table's runs use), {} when there is none."""
-    path = REPO / "conf" / "budget" / f"{table}_{scale}.yaml"
-    return dict(load_config(path).get("lr_by_method") or {}) if path.exists() else {}
+    """lr_by_method at `scale` of the study file (conf/tables/) that declares `table`, {} when there is none."""
+    for path in sorted((REPO / "conf" / "tables").glob("*.yaml")):
+        study = load_config(path)
+        if table in (study.get("tables") or {}):
+            return dict(((study.get("scales") or {}).get(scale) or {}).get("lr_by_method") or {})
+    return {}
 
 
 def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: Optional[Path] = None,

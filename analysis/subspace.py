@@ -25,7 +25,7 @@ from typing import Any, Callable, Mapping, Optional, Union
 import numpy as np
 
 from analysis.collect import targets_key
-from analysis.paper import DeltaVsW
+from paper.published import DeltaVsW
 
 # ------------------------------------------------------------------------------------------ adapter key names
 # `<module>.lora_A`, `<module>.lora_A_<role>` (a slice of a fused projection), PEFT's `<module>.lora_A.default.weight`

@@ -21,9 +21,10 @@ from typing import Any, Callable, Optional
 
 import pandas as pd
 
-from analysis import atomic_write, paper
+from analysis import atomic_write
+from paper import published as paper
 from analysis.collect import is_full, metric_values, summarize, targets_key
-from analysis.paper import PAPER_MODELS, Column, PaperTable, Row
+from paper.published import PAPER_MODELS, Column, PaperTable, Row
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
@@ -333,7 +334,7 @@ def table16(frame, scale, out_dir=None, results=None, experiments=None) -> Table
     return build(paper.TABLE16, frame, scale, out_dir, results, experiments)
 
 
-# Tables 5 and 6 are more rows of Table 15's MNLI study: their sweeps run into its folder (conf/experiment/table5.yaml)
+# Tables 5 and 6 are more rows of Table 15's MNLI study: their sweeps run into its folder (conf/tables/table15.yaml)
 def table5(frame, scale, out_dir=None, results=None, experiments=("table15",)) -> TableResult:
     return build(paper.TABLE5, frame, scale, out_dir, results, experiments, {"trainable (our runs)": trainable_ours})
 

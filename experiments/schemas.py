@@ -130,15 +130,21 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     scale: ScaleConfig = field(default_factory=ScaleConfig)
     logger: LoggerConfig = field(default_factory=LoggerConfig)
-    experiment: str = "adhoc"
-    # per-method learning rates of a table (conf/budget/); its train.lr reads them: ${lr_by_method[${method.name}]}
+    experiment: str = "adhoc"  # the table (experiment=<table>, conf/tables/)
+    study: str = "${experiment}"  # the folder its runs go into: tables of one study share it (Tables 5, 6 -> table15)
+    # per-method learning rates of a table (conf/tables/); its train.lr reads them: ${lr_by_method[${method.name}]}
     lr_by_method: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     results_dir: str = "results"
 
 
 def register() -> None:
+    """The schemas, the paper's tables and rows (experiments/studies.py) in Hydra's ConfigStore; call it before
+    composing (experiments.train does at import, for @hydra.main)."""
+    from experiments import studies
+
     cs = ConfigStore.instance()
+    studies.register()
     cs.store(name="config_schema", node=Config)
     for group, node in [("model", ModelConfig), ("method", MethodConfig), ("task", TaskConfig),
                         ("train", TrainConfig), ("scale", ScaleConfig), ("logger", LoggerConfig)]:

@@ -39,8 +39,8 @@ from experiments import distributed, schemas
 log = logging.getLogger(__name__)
 # keys that do not change what a run computes: kept out of the config hash, so equal computations that two tables
 # name differently share one run (experiments/shared_runs.py). lr_by_method: only train.lr, resolved from it, counts;
-# experiment and scale.deviations name and describe a run, they do not change it.
-NOT_COMPUTED = ("logger", "results_dir", "lr_by_method", "experiment")
+# experiment, study and scale.deviations name and describe a run, they do not change it.
+NOT_COMPUTED = ("logger", "results_dir", "lr_by_method", "experiment", "study")
 NOT_COMPUTED_TRAIN = ("threads", "device", "kill_after_steps", "kill_at", "eval_batch_size", "checkpoint_every",
                       "progress_every", "gradient_checkpointing")  # recomputation gives the same numbers
 NOT_COMPUTED_SCALE = ("deviations",)
@@ -264,7 +264,7 @@ def _prepare(cfg: DictConfig, rd) -> Optional[dict]:
             rd.drop_checkpoint()  # a kill after final.json, before the checkpoint went
             print(f"skipping {rd.path}: final.json says success (delete it to run again)", flush=True)
             return final
-        print(f"rerunning {rd.path}: its configuration changed since it finished (e.g. a budget file's learning "
+        print(f"rerunning {rd.path}: its configuration changed since it finished (e.g. a study file's learning "
               "rate); the old result is replaced", flush=True)
         previous = "stale"
     has_checkpoint = (rd.ckpt / "latest.json").exists()

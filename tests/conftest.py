@@ -18,7 +18,9 @@ def compose(overrides: list[str], return_hydra_config: bool = False):
     """conf/config.yaml composed with `overrides`, as `python -m experiments.train` would (schemas registered)."""
     from hydra import compose as hydra_compose, initialize_config_dir
 
-    import experiments.train  # noqa: F401 - registers the schemas and the run_name resolver
+    from experiments import schemas, train  # noqa: F401 - train defines the run_name resolver of hydra's dirs
+
+    schemas.register()
 
     with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
         return hydra_compose(config_name="config", overrides=overrides, return_hydra_config=return_hydra_config)

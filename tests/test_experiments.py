@@ -1,4 +1,4 @@
-"""Table sweeps (conf/experiment/): every swept run composes at every scale; a smoke sweep builds its table."""
+"""Table sweeps (conf/tables/): every swept run composes at every scale; a smoke sweep builds its table."""
 from __future__ import annotations
 
 import json
@@ -10,17 +10,18 @@ from omegaconf import OmegaConf
 from experiments import schemas
 from tests.conftest import CONF, PY, REPO, compose
 
-SCALES = ("smoke", "local", "paper")
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+from experiments import studies, sweep_points
+
+SCALES = sweep_points.SCALES
+EXPERIMENTS = studies.names()
 
 
 def swept_runs(experiment: str, scale: str) -> list[list[str]]:
     """The override lists of every run of the experiment's sweep (the Cartesian product of its params)."""
-    import itertools
+    from hydra import initialize_config_dir
 
-    params = compose([f"experiment={experiment}", f"scale={scale}"], return_hydra_config=True).hydra.sweeper.params
-    axes = [[f"{key}={v}" for v in str(values).split(",")] for key, values in (params or {}).items()]
-    return [list(combo) for combo in itertools.product(*axes)]
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        return [[f"{k}={v}" for k, v in p.items()] for p in sweep_points.points(experiment, scale)]
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
@@ -38,11 +39,13 @@ def test_every_swept_run_composes(experiment, scale):
 
 def test_table15_rows_are_the_papers():
     """One swept row per row of the paper's Table 15, each with the paper's method and hyperparameters."""
-    from analysis.paper import TABLE15
+    from paper.published import TABLE15
 
     runs = swept_runs("table15", "local")
     assert len(runs) == len(TABLE15.rows)
-    for row, overrides in zip(TABLE15.rows, runs):
+    for row, overrides in zip(TABLE15.rows, sorted(runs, key=lambda o: [r.key for r in TABLE15.rows].index(
+            dict(x.split("=") for x in o)["row"]))):
+        assert f"row={row.key}" in overrides  # the published row names the config row its runs are
         method = OmegaConf.to_object(compose(["experiment=table15", *overrides])).method
         assert method.name == row.method, (row.label, overrides)
         for key, value in row.hparams.items():

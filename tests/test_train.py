@@ -144,7 +144,7 @@ def test_minilm_lora_beats_chance_on_mnli(env, data_dir, tmp_path):
 
 
 def test_changed_config_reruns_instead_of_skipping(smoke, env, tmp_path, capsys):
-    """A finished run whose configuration changed since (say a budget file's learning rate) runs again."""
+    """A finished run whose configuration changed since (say a study file's learning rate) runs again."""
     first = run_inprocess(smoke, tmp_path / "run")
     assert first["config_hash"] and first["git_dirty"] in (True, False, None)
     assert run_inprocess(smoke, tmp_path / "run")["wall_time_s"] == first["wall_time_s"]  # same config: skipped
