@@ -3,8 +3,8 @@ SHELL := /bin/bash
 VENV := .venv
 PY := $(VENV)/bin/python
 SCALE ?= local
-# Real data lives beside the repository here; elsewhere set LORA_DATA_DIR or let `datasets` use the hub.
-export LORA_DATA_DIR ?= $(if $(wildcard ../shared/data),$(abspath ../shared/data),)
+# Real data: LORA_DATA_DIR, else a shared/data folder beside the clone (this project's machines), else ./data (make data), else the hub.
+export LORA_DATA_DIR ?= $(firstword $(abspath $(wildcard ../shared/data data)))
 export WANDB_MODE ?= offline
 
 TABLES := table15 table5 table6 table16 table2 table3 table18 table14

@@ -1,6 +1,6 @@
 """Where the data lives and how raw files become lists of examples, tensors and batches.
 
-Data root: $LORA_DATA_DIR, else `../shared/data` beside the repository when it exists. A task whose folder is
+Data root: $LORA_DATA_DIR, else `./data` in the repository (`make data`) when it exists. A task whose folder is
 missing there falls back to the dataset hub (`datasets.load_dataset`); missing everywhere is an error that says
 where we looked and how to provide the data.
 """
@@ -36,7 +36,8 @@ class EmptyDataFile(ValueError):
 
 # --------------------------------------------------------------------------------------------- locations
 def data_root() -> Optional[Path]:
-    """$LORA_DATA_DIR if set (it must exist), else ../shared/data beside the repo if it exists, else None."""
+    """$LORA_DATA_DIR if set (it must exist), else ./data in the repository (where `make data` puts the NLG files)
+    if it exists, else None."""
     env = os.environ.get("LORA_DATA_DIR")
     if env:
         root = Path(env).expanduser()
@@ -44,7 +45,7 @@ def data_root() -> Optional[Path]:
             raise DataNotFound(f"LORA_DATA_DIR={env} is not a directory; point it at the folder holding mnli/, glue/, "
                                "... or unset it to use the dataset hub")
         return root
-    default = REPO.parent / "shared" / "data"
+    default = REPO / "data"
     return default if default.is_dir() else None
 
 

@@ -326,7 +326,7 @@ TABLE14 = PaperTable("table14", "Table 14: GPT-2 with different adaptation metho
 _GLUE = [("MNLI", "mnli", "accuracy"), ("SST-2", "sst2", "accuracy"), ("MRPC", "mrpc", "accuracy"),
          ("CoLA", "cola", "matthews"), ("QNLI", "qnli", "accuracy"), ("QQP", "qqp", "accuracy"),
          ("RTE", "rte", "accuracy"), ("STS-B", "stsb", "pearson")]
-# QNLI's train split and QQP are not available offline (../shared/data/README.md)
+# QNLI's train split and QQP are not in the offline data (only QNLI's dev split is)
 _T2_COLS = ([Column(lab, task, metric, needs_hub=task in ("qnli", "qqp")) for lab, task, metric in _GLUE]
             + [Column("Avg.", "glue_avg", "average")])
 _RB, _RL, _DX = "roberta_base", "roberta_large", "deberta_v2_xxlarge"

@@ -10,7 +10,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
-REAL_DATA = REPO.parent / "shared" / "data"
+# the real benchmark data: $LORA_DATA_DIR (the Makefile sets it), else ./data (`make data`)
+REAL_DATA = Path(os.environ.get("LORA_DATA_DIR") or REPO / "data")
 PY = REPO / ".venv" / "bin" / "python"
 
 
@@ -48,7 +49,7 @@ def _write_synthetic_mnli(root: Path, n_train: int = 1100, n_dev: int = 64) -> N
 
 @pytest.fixture(scope="session")
 def data_dir(tmp_path_factory) -> Path:
-    """$LORA_DATA_DIR, else the real data beside the repo, else a synthetic mnli/ folder."""
+    """$LORA_DATA_DIR, else ./data, else a synthetic mnli/ folder."""
     if os.environ.get("LORA_DATA_DIR"):
         return Path(os.environ["LORA_DATA_DIR"])
     if (REAL_DATA / "mnli").is_dir():
