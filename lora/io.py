@@ -202,10 +202,15 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike, base_model_name_or
         a, b, rank, alpha = _peft_lora_pair(m)
         tensors[f"base_model.model.{path}.lora_A.weight"] = a
         tensors[f"base_model.model.{path}.lora_B.weight"] = b
+        if hasattr(m, "lora_magnitude"):  # DoRA (lora/dora.py)
+            tensors[f"base_model.model.{path}.lora_magnitude_vector.weight"] = m.lora_magnitude.detach()
         shape[path] = (rank, alpha)
     rs = {m.rank_stabilised for m in modules.values()}
     if len(rs) > 1:
         raise ValueError("PEFT has one use_rslora for all layers; this model mixes alpha / r and alpha / sqrt(r)")
+    dora = {hasattr(m, "lora_magnitude") for m in modules.values()}
+    if len(dora) > 1:
+        raise ValueError("PEFT has one use_dora for all layers; this model mixes LoRA and DoRA layers")
     dropouts = {m.dropout_p for m in modules.values()}
     if len(dropouts) > 1:
         raise ValueError(f"PEFT has one lora_dropout for all layers; this model mixes {sorted(dropouts)}")
@@ -225,7 +230,7 @@ def export_peft(model: nn.Module, out_dir: str | os.PathLike, base_model_name_or
         # catch modules we never adapted (the pooler)
         "target_modules": sorted(modules),
         "fan_in_fan_out": all(m.fan_in_fan_out for m in modules.values()),  # PEFT fixes it per layer type anyway
-        "bias": "none", "inference_mode": True, "init_lora_weights": True, "use_rslora": rs.pop(), "use_dora": False,
+        "bias": "none", "inference_mode": True, "init_lora_weights": True, "use_rslora": rs.pop(), "use_dora": dora.pop(),
         "modules_to_save": sorted(to_save) or None,
     }
     out = Path(out_dir)
