@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from lora.layers import LORA_FIELDS, LoRALinear, check_lora, find_targets, family_of
+from lora.layers import LORA_FIELDS, LoRALinear, check_lora, inject_unsliced
 from lora.methods import Method
 
 
@@ -66,21 +66,8 @@ class DoRALinear(LoRALinear):
 
 
 def inject_dora(model: nn.Module, cfg) -> list[str]:
-    family = family_of(model)
-    paths = []
-    for target in find_targets(model, cfg.targets):
-        if target.roles[0] in family.fused_qkv:
-            raise ValueError(f"{target.path} is a fused q/k/v projection; DoRA needs one matrix per target "
-                             "(use method=lora on this model)")
-        module = model.get_submodule(target.path)
-        if isinstance(module, LoRALinear):
-            raise ValueError(f"{target.path} already carries LoRA; apply the method to a fresh model")
-        layer = DoRALinear(module, cfg.r, cfg.alpha, cfg.dropout, cfg.scaling == "rs")
-        layer.train(module.training)
-        parent_path, _, child = target.path.rpartition(".")
-        setattr(model.get_submodule(parent_path), child, layer)
-        paths.append(target.path)
-    return paths
+    return inject_unsliced(model, cfg.targets, lambda m: DoRALinear(m, cfg.r, cfg.alpha, cfg.dropout, cfg.scaling == "rs"),
+                           "DoRA")
 
 
 METHODS = (Method("dora", "LoRA's BA on the direction of the `targets` weights plus a magnitude per output (DoRA)",

@@ -153,6 +153,8 @@ def _peft_lora_pair(m: LoRALinear) -> tuple[torch.Tensor, torch.Tensor, int, flo
     becomes k·alpha to keep the scaling alpha / r. PEFT trains that B as a dense matrix: the structure holds for
     inference, not for further training in PEFT.
     """
+    if hasattr(m, "peft_pair"):  # a variant with its own equivalent plain LoRA (PiSSA)
+        return m.peft_pair()
     if list(m.slices) == [""]:
         a, b = m.pair("")
         return a.detach(), b.detach(), m.r, m.alpha

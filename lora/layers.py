@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import math
 
+from typing import Callable
+
 import torch
 from torch import nn
 
@@ -188,6 +190,27 @@ def inject_lora(model: nn.Module, targets: list[str], r: int, alpha: float, drop
         parent_path, _, child = target.path.rpartition(".")
         layer = LoRALinear(module, r, alpha, dropout, slices, rank_stabilised)
         layer.train(module.training)  # a new module starts in train mode; an eval() model must not get LoRA dropout
+        setattr(model.get_submodule(parent_path), child, layer)
+        paths.append(target.path)
+    return paths
+
+
+def inject_unsliced(model: nn.Module, targets: list[str], make: Callable[[nn.Module], LoRALinear], method: str
+                    ) -> list[str]:
+    """Wrap each `targets` module in `make(module)` (a LoRALinear variant on one whole matrix: DoRA, PiSSA); a fused
+    q/k/v projection is refused. Returns the wrapped module paths."""
+    family = family_of(model)
+    paths = []
+    for target in find_targets(model, targets):
+        if target.roles[0] in family.fused_qkv:
+            raise ValueError(f"{target.path} is a fused q/k/v projection; {method} needs one matrix per target "
+                             "(use method=lora on this model)")
+        module = model.get_submodule(target.path)
+        if isinstance(module, LoRALinear):
+            raise ValueError(f"{target.path} already carries LoRA; apply the method to a fresh model")
+        layer = make(module)
+        layer.train(module.training)
+        parent_path, _, child = target.path.rpartition(".")
         setattr(model.get_submodule(parent_path), child, layer)
         paths.append(target.path)
     return paths
