@@ -191,12 +191,19 @@ def _compare(table: str, a_row: str, b_row: str, columns: tuple[str, ...], rule)
     return decide
 
 
-def _rank_difference(ev: Evidence, row: str, a_col: str, b_col: str) -> Estimate:
-    """One row's cell at rank a minus its cell at rank b (Table 6: the rank is the column)."""
-    a, b = ev.cell("table6", row, a_col), ev.cell("table6", row, b_col)
+def _rank_difference(ev: Evidence, row: str, a_col: str, b_col: str, table: str = "table6") -> Estimate:
+    """One row's cell at rank a minus its cell at rank b (Table 6, rank_scaling: the rank is the column)."""
+    a, b = ev.cell(table, row, a_col), ev.cell(table, row, b_col)
     if a is None or b is None:
         return Estimate(None, None, "a cell has no run")
     return difference(cell_estimate(a, a_col), cell_estimate(b, b_col))
+
+
+def _compare_columns(table: str, row: str, a_col: str, b_col: str, rule) -> Callable[["Evidence"], list[Part]]:
+    def decide(ev: Evidence) -> list[Part]:
+        d = _rank_difference(ev, row, a_col, b_col, table)
+        return [Part("", f"{table}: {row} {a_col} − {b_col}", d, *rule(d))]
+    return decide
 
 
 GLUE = ("MNLI", "SST-2", "MRPC", "CoLA", "RTE", "STS-B")
@@ -322,13 +329,19 @@ CLAIMS: tuple[Claim, ...] = (
           "seeds (the effect the paper shows is under 1 point)"),
     Claim("rank1-suffices-qv", "r = 1 suffices for W_q, W_v but not for W_q alone", "Section 7.2, Table 6",
           "MultiNLI: W_q,W_v r=1 ≈ r=8 (margin 2) and W_q r=8 > W_q r=1",
-          _all_of(_named("W_q,W_v: r=1 − r=8", lambda ev: [
-                      Part("", f"table6: MultiNLI W_q, W_v r=1 − r=8", d, *rule_equivalent(d))
-                      for d in [_rank_difference(ev, "MultiNLI W_q, W_v", "r=1", "r=8")]]),
-                  _named("W_q: r=8 − r=1", lambda ev: [
-                      Part("", f"table6: MultiNLI W_q r=8 − r=1", d, *rule_greater(d))
-                      for d in [_rank_difference(ev, "MultiNLI W_q", "r=8", "r=1")]])),
+          _all_of(_named("W_q,W_v: r=1 − r=8", _compare_columns("table6", "MultiNLI W_q, W_v", "r=1", "r=8",
+                                                                rule_equivalent)),
+                  _named("W_q: r=8 − r=1", _compare_columns("table6", "MultiNLI W_q", "r=8", "r=1", rule_greater))),
           "seeds at r = 1 and r = 8"),
+    # beyond the paper (issue 20); rule written before the rank_scaling runs were read
+    Claim("rslora-large-r", "With alpha / r, a large rank learns slower at a rate tuned for a small one; alpha / sqrt(r) "
+          "removes it (rsLoRA)", "Kalajdzievski 2023; rank_scaling study",
+          "MNLI-m at a fixed budget: alpha/r r=4 > r=256, and alpha/sqrt(r) r=256 ≥ r=4 (margin 2)",
+          _all_of(_named("alpha/r: r=4 − r=256", _compare_columns("rank_scaling", "alpha/r", "r=4", "r=256",
+                                                                  rule_greater)),
+                  _named("alpha/sqrt(r): r=256 − r=4", _compare_columns("rank_scaling", "alpha/sqrt(r)", "r=256",
+                                                                        "r=4", rule_at_least))),
+          "seeds, and the ranks between"),
     Claim("merged-no-latency", "A merged LoRA model adds no inference latency", "Section 4.1",
           "merged / base latency: supported ≤ 1.05, contradicted > 1.10 (identical computations differ by ~5%)",
           _bench_ratio("merged_over_base_latency", "GPT-2 M forward", 1.05, 1.10, "base-vs-identical noise ~5%")),

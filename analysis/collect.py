@@ -56,6 +56,7 @@ CONFIG_COLUMNS: dict[str, tuple[str, ...]] = {
     "model": ("model.name",), "model_note": ("model.note",), "family": ("model.family",),
     "task": ("task.name",), "n": ("task.n",),
     "method": ("method.name",), "r": ("method.r",), "alpha": ("method.alpha",), "targets": ("method.targets",),
+    "scaling": ("method.scaling",), "lr_ratio_b": ("method.lr_ratio_b",),
     "adapter_r": ("method.adapter_r",), "drop_layers": ("method.drop_layers",), "l_p": ("method.l_p",),
     "l_i": ("method.l_i",), "top_k": ("method.top_k",),
     "lr": ("train.lr",), "epochs": ("train.epochs",), "batch_size": ("train.batch_size",),
