@@ -65,9 +65,6 @@ def load_task(task_cfg, scale_cfg) -> "TaskData | generation.GenTaskData":
         drawn = data.sample(pool, want + val_n, task_cfg.data_seed)
         train, val = drawn[:want], drawn[want:]
     else:
-        if spec.train is None:
-            raise ValueError(f"{spec.name}: no training split offline (only dev); it cannot be trained locally. "
-                             "Use it for evaluation only, or make the hub reachable and add its train split")
         train = glue.load_split(spec, spec.train, "train")
         source = "local" if data.task_folder(spec.folder) else "hub"
         if val_n >= len(train):

@@ -1,4 +1,4 @@
-"""GLUE tasks (MNLI incl. MNLI-n, SST-2, MRPC, CoLA, RTE, STS-B, QNLI): load, label, score.
+"""GLUE tasks (MNLI incl. MNLI-n, SST-2, MRPC, CoLA, RTE, STS-B, QNLI, QQP): load, label, score.
 
 Labels follow GLUE / the HF `glue` dataset ids (MNLI: entailment 0, neutral 1, contradiction 2; RTE/QNLI:
 entailment 0, not_entailment 1). Local files come from $LORA_DATA_DIR (glue_data layout, mnli/ folder); a missing
@@ -90,7 +90,7 @@ class GlueTask:
     num_labels: int  # 1 = regression
     labels: Optional[dict] = None  # label text -> id for local files; None: already numbers
     columns: Optional[list] = None  # header-less TSVs (CoLA)
-    train: Optional[str] = "train.tsv"  # None: not available offline
+    train: Optional[str] = "train.tsv"  # None: loaded elsewhere (MNLI: load_mnli_train)
     evals: dict = field(default_factory=lambda: {"eval": ("dev.tsv", "validation")})  # prefix -> (file, hub split)
     metrics: Callable[[list, list], dict] = classification_metrics
 
@@ -125,8 +125,11 @@ TASKS: dict[str, GlueTask] = {t.name: t for t in [
              labels=NLI2_LABELS),
     GlueTask("stsb", "glue/STS-B", "stsb", "sentence1", "sentence2", "score", "sentence1", "sentence2", 1,
              metrics=_stsb_metrics),
+    # QNLI: only dev is offline, its train split comes from the hub (load_split falls back to it)
     GlueTask("qnli", "glue/QNLI", "qnli", "question", "sentence", "label", "question", "sentence", 2,
-             labels=NLI2_LABELS, train=None),
+             labels=NLI2_LABELS),
+    GlueTask("qqp", "glue/QQP", "qqp", "question1", "question2", "is_duplicate", "question1", "question2", 2,
+             metrics=_mrpc_metrics),
 ]}
 
 
