@@ -67,12 +67,6 @@ def names() -> list[str]:
     return sorted(load())
 
 
-def folder(table: str) -> str:
-    """The results folder a table's runs go into (results/runs/<scale>/<folder>/)."""
-    _, _, t = load()[table]
-    return t.get("folder", table)
-
-
 def _defaults(study: dict, table: dict) -> list[dict[str, str]]:
     groups = dict(study.get("defaults") or {}) | dict(table.get("defaults") or {})
     return [{f"override /{g}": option} for g, option in groups.items()]
@@ -92,8 +86,8 @@ def budget_node(study: dict, table: dict, scale: str) -> dict | None:
     own = dict((table.get("scales") or {}).get(scale) or {})
     if not shared and not own:
         return None
-    deviations = own.pop("deviations", None) or shared.pop("deviations", None)
-    shared.pop("deviations", None)
+    shared_deviations, own_deviations = shared.pop("deviations", None), own.pop("deviations", None)
+    deviations = own_deviations if own_deviations is not None else shared_deviations
     node = OmegaConf.to_container(OmegaConf.merge(shared, own.pop("config", None) or {}))
     if "sweep" in own:
         node["hydra"] = {"sweeper": {"params": {k: _sweep_string(v) for k, v in own.pop("sweep").items()}}}
