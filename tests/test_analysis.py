@@ -385,3 +385,26 @@ def test_table2_cells_are_the_median_over_seeds(tmp_path):
     c = cell(result, "RoB_base (LoRA)", "MNLI")
     assert c["ours"].startswith("82.0 ± 5.3 (n=3) median") and c["ours_median"] == pytest.approx(82.0)
     assert c["ours_mean"] == pytest.approx(84.0) and c["diff"] == pytest.approx(82.0 - 87.5)
+
+
+def test_rank_scaling_table_has_a_row_per_scaling_rule_and_a_column_per_rank(tmp_path):
+    """analysis/studies.py: alpha/r, alpha/sqrt(r) and LoRA+ rows, one column per r, mean accuracy over seeds."""
+    import yaml as _yaml
+
+    from analysis.studies import rank_scaling
+
+    res = tmp_path / "results"
+    for scaling, ratio in (("standard", 1.0), ("rs", 1.0), ("standard", 16.0)):
+        for r, acc in ((4, 0.50), (256, 0.40)):
+            for seed in (0, 1):
+                d = make_run(res, "rank_scaling", f"{scaling},{ratio},{r},{seed}", r=r, seed=seed,
+                             metrics={"eval_accuracy": acc + 0.02 * seed, "train_loss": 0.9})
+                cfg = _yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
+                cfg["method"] |= {"scaling": scaling, "lr_ratio_b": ratio}
+                (d / ".hydra" / "config.yaml").write_text(_yaml.safe_dump(cfg))
+    result = rank_scaling(collect(res, SCALE), SCALE, out_dir=tmp_path / "out")
+    cells = result.cells.set_index(["row", "column"])
+    assert set(cells.index.get_level_values("row")) == {"alpha/r", "alpha/sqrt(r)", "alpha/r, LoRA+ (B x16)"}
+    assert cells.loc[("alpha/sqrt(r)", "r=256"), "ours_mean"] == pytest.approx(41.0)
+    assert cells.loc[("alpha/r", "r=4"), "n_seeds"] == 2
+    assert "| alpha/r | 51.0 (loss 0.900, n=2) | 41.0 (loss 0.900, n=2) |" in result.markdown
