@@ -16,7 +16,7 @@ LAUNCH ?= $(if $(filter-out 1,$(JOBS)),hydra/launcher=joblib hydra.launcher.n_jo
 # when make runs as root, as in a container: Jupyter refuses root without it)
 JUPYTER_ARGS ?=
 
-.PHONY: help setup models data test test-fast test-unit params figures notebook bench bench-tiny clean $(TABLES)
+.PHONY: help setup models data test test-fast test-unit params recipes figures notebook bench bench-tiny clean $(TABLES)
 
 help:  ## list the targets
 	@grep -E '^[a-z0-9-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-12s %s\n", $$1, $$2}'
@@ -49,6 +49,9 @@ data: setup  ## E2E, WebNLG 2017 and DART as the authors' files, checked, into L
 
 params: setup  ## rebuild the trainable-parameter table (results/tables/params.md) from the counter
 	$(PY) -m experiments.param_table
+
+recipes: setup  ## where the paper's recipe and the authors' scripts differ (results/tables/recipes.md)
+	$(PY) -m paper.recipes --out results/tables/recipes.md
 
 $(TABLES): setup models  ## a table's sweep at SCALE (default local; finished runs skipped), then the table
 	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE) $(LAUNCH)

@@ -144,20 +144,45 @@ def _read_json(path: Path) -> Optional[dict]:
         return None
 
 
-def last_step(run_dir: Path) -> Optional[int]:
-    """The largest `step` logged in metrics.jsonl (None when there is none); unreadable lines are skipped."""
+def _jsonl_rows(run_dir: Path) -> list[dict]:
+    """metrics.jsonl's rows (none when the file is missing); unreadable lines are skipped."""
     path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return None
-    step = None
-    for line in path.read_text(errors="replace").splitlines():
+    rows = []
+    for line in path.read_text(errors="replace").splitlines() if path.exists() else []:
         try:
-            s = json.loads(line).get("step")
-        except (ValueError, AttributeError):
+            row = json.loads(line)
+        except ValueError:
             continue
-        if isinstance(s, (int, float)):
-            step = int(s) if step is None else max(step, int(s))
-    return step
+        if isinstance(row, dict):
+            rows.append(row)
+    return rows
+
+
+def last_step(run_dir: Path, rows: Optional[list[dict]] = None) -> Optional[int]:
+    """The largest `step` logged in metrics.jsonl (None when there is none)."""
+    steps = [int(r["step"]) for r in (_jsonl_rows(run_dir) if rows is None else rows)
+             if isinstance(r.get("step"), (int, float))]
+    return max(steps) if steps else None
+
+
+LOWER_IS_BETTER = ("loss", "TER")  # parts of a metric key; every other metric is best at its largest
+
+
+def best_epoch_metrics(rows: list[dict]) -> dict[str, float]:
+    """{key: its best value over the run's evaluations} when it was evaluated more than once (train.eval_every_epoch:
+    the paper's GLUE/NLG protocol reports each seed's best epoch); {} otherwise."""
+    evals = [r for r in rows if r.get("split") == "eval"]
+    if len(evals) < 2:
+        return {}
+    best: dict[str, float] = {}
+    for row in evals:
+        for k, v in row.items():
+            if k in ("step", "epoch") or not isinstance(v, (int, float)) or not math.isfinite(v):
+                continue
+            lower = any(part in k for part in LOWER_IS_BETTER)
+            if k not in best or (v < best[k] if lower else v > best[k]):
+                best[k] = float(v)
+    return best
 
 
 # --------------------------------------------------------------------------------------------------- collect
@@ -202,7 +227,10 @@ def read_run(run_dir: Path, scale: str) -> dict[str, Any]:
     rec["deviations"] = tuple(written if isinstance(written, list) else flat.get("scale.deviations") or ())
     rec["data"] = ", ".join(f"{k.split('.', 1)[1]}={v}" for k, v in flat.items()
                             if k.startswith("task.") and DATA_SIZE_KEY.match(k.split(".", 1)[1]) and v is not None)
-    rec["steps"] = last_step(run_dir)
+    rows = _jsonl_rows(run_dir)
+    rec["steps"] = last_step(run_dir, rows)
+    if flat.get("train.eval_every_epoch"):
+        rec |= {f"best:{k}": v for k, v in best_epoch_metrics(rows).items()}
     rec |= {f"cfg:{k}": v for k, v in flat.items() if not isinstance(v, list)}
     return rec
 
@@ -263,6 +291,13 @@ def metric_values(runs: pd.DataFrame, metric: str, unit: str, split: Optional[st
     for col, ours in metric_columns(runs, metric, split):  # per run: the first key it has (runs of different tasks)
         values = values.fillna(pd.to_numeric(runs[col], errors="coerce").map(lambda v, o=ours: to_unit(v, o, unit)))
     return values
+
+
+def best_epoch_values(runs: pd.DataFrame, metric: str, unit: str, split: Optional[str] = None) -> pd.Series:
+    """Like metric_values, from each run's best epoch (`best:<key>`; NaN for runs evaluated once)."""
+    best = {c: "m:" + c[len("best:"):] for c in runs.columns if c.startswith("best:")}
+    return metric_values(runs[list(best)].rename(columns=best), metric, unit, split) if best else \
+        pd.Series(float("nan"), index=runs.index)
 
 
 def summarize(values: Iterable[float]) -> tuple[Optional[float], Optional[float], int]:

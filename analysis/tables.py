@@ -23,7 +23,7 @@ import pandas as pd
 
 from analysis import atomic_write
 from paper import published as paper
-from analysis.collect import is_full, metric_values, summarize, targets_key
+from analysis.collect import best_epoch_values, is_full, metric_values, summarize, targets_key
 from paper.published import PAPER_MODELS, Column, PaperTable, Row
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +124,12 @@ def make_cell(runs: pd.DataFrame, row: Row, col: Column, value: Optional[float],
         return Cell(**base, mean=None, std=None, n_seeds=0, seeds=(), status=why, text=why, diff=None)
     values = metric_fn(runs) if metric_fn else metric_values(runs, col.metric, col.unit, col.split)
     ok = runs["status"].eq("success")
+    best = best_epoch_values(runs, col.metric, col.unit, col.split) if not metric_fn else values * float("nan")
+    final_note = ""
+    if best[ok].notna().any():  # evaluated every epoch: the paper reports each seed's best epoch, final beside it
+        final = values[ok].dropna()
+        final_note = f"; final {fmt(float(final.median() if center == 'median' else final.mean()), d)}"
+        values = best.fillna(values)
     mean, sd, n = summarize(values[ok])
     others = _others(runs)
     seeds = tuple(sorted(int(s) for s in runs.loc[ok & values.notna(), "seed"].dropna()))
@@ -132,7 +138,7 @@ def make_cell(runs: pd.DataFrame, row: Row, col: Column, value: Optional[float],
         return Cell(**base, mean=None, std=None, n_seeds=0, seeds=(), status=text, text=text, diff=None)
     shown = float(values[ok].dropna().median()) if center == "median" else mean
     text = fmt_mean(shown, sd, n, d) + (" median" if center == "median" and n > 1 else "") + \
-        (f"; {others}" if others else "")
+        (" best epoch" + final_note if final_note else "") + (f"; {others}" if others else "")
     diff = shown - value if value is not None else None
     return Cell(**base, mean=mean, std=sd, n_seeds=n, seeds=seeds, status="ok", text=text, diff=diff,
                 median=shown if center == "median" else None)

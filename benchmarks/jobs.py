@@ -108,7 +108,7 @@ def build_training(kind: str, config: str, s: Settings):
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
     # the training loop's optimizer (fused AdamW), so full FT is measured as `experiments.train` runs it
-    opt, _ = build_optimizer(model, SimpleNamespace(lr=s.lr, weight_decay=0.01), total=1, warmup=0)
+    opt, _ = build_optimizer(model, SimpleNamespace(lr=s.lr, weight_decay=0.01, adam_eps=1e-8), total=1, warmup=0)
     n, t = (s.dec_batch, s.dec_seq) if kind == "decoder" else (s.enc_batch, s.enc_seq)
     data = batch(kind, model, n, t)
 

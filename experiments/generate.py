@@ -116,7 +116,7 @@ def clean(text: str) -> str:
 
 
 def uses_prefix(model: nn.Module) -> bool:
-    """PrefixEmbed/PrefixLayer hook the forward and allow no KV cache (lora/prefix.py)."""
+    """PrefixEmbed/PrefixLayer: hooks on the forward; they decode through lora.prefix.cached_decoding."""
     return hasattr(model, "prefix_positions")
 
 
@@ -124,24 +124,34 @@ def uses_prefix(model: nn.Module) -> bool:
 def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], gen: GenerationConfig, pad_id: int,
              stops: Optional[list[int]] = None) -> list[str]:
     """One text per prompt (prompt token ids), in prompt order. Prompts are sorted by length and left-padded into
-    batches of gen.batch_size; models with prefix tuning decode one prompt at a time without a KV cache."""
+    batches of gen.batch_size, decoded with a KV cache; for prefix methods the cache starts with the prefix's own
+    keys and values, behind l_p placeholder tokens (lora.prefix.cached_decoding)."""
     from transformers import GenerationConfig as HFGenerationConfig
 
+    from lora.prefix import cached_decoding
+
     stops = stops if stops is not None else stop_token_ids(tokenizer)
-    prefix = uses_prefix(model)
-    batch_size = 1 if prefix else gen.batch_size
     beam = {"length_penalty": gen.length_penalty} if gen.num_beams > 1 else {}  # greedy has no length penalty
     hf = HFGenerationConfig(num_beams=gen.num_beams, no_repeat_ngram_size=gen.no_repeat_ngram_size,
                             repetition_penalty=gen.repetition_penalty, max_new_tokens=gen.max_new_tokens,
-                            do_sample=False, eos_token_id=stops, pad_token_id=pad_id, use_cache=not prefix, **beam)
+                            do_sample=False, eos_token_id=stops, pad_token_id=pad_id, use_cache=True, **beam)
     was_training = model.training
     model.eval()
     out: list[Optional[str]] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    for k in range(0, len(order), batch_size):
-        chunk = order[k:k + batch_size]
-        batch = distributed.to_device(data.left_pad([prompts[i] for i in chunk], pad_id), model)
-        seqs = model.generate(**batch, generation_config=hf)  # (B, T + new)
+    l_p = model.prefix_positions.l_p if uses_prefix(model) else 0
+    for k in range(0, len(order), gen.batch_size):
+        chunk = order[k:k + gen.batch_size]
+        batch = data.left_pad([prompts[i] for i in chunk], pad_id)
+        if l_p:  # (B, l_p + T): first the placeholders the prefix cache stands for (attended), then the padded prompts
+            batch = {k: torch.cat([torch.full((len(chunk), l_p), pad_id if k == "input_ids" else 1), v], dim=1)
+                     for k, v in batch.items()}
+        batch = distributed.to_device(batch, model)
+        if uses_prefix(model):
+            with cached_decoding(model, len(chunk) * gen.num_beams) as cache:
+                seqs = model.generate(**batch, past_key_values=cache, generation_config=hf)  # (B, T + new)
+        else:
+            seqs = model.generate(**batch, generation_config=hf)
         for i, row in zip(chunk, seqs[:, batch["input_ids"].shape[1]:].tolist()):
             cut = next((j for j, t in enumerate(row) if t in stops), len(row))
             out[i] = clean(tokenizer.decode(row[:cut], skip_special_tokens=True))
@@ -162,8 +172,9 @@ class GenerationJob:
     def __init__(self, tokenizer, task: GenTaskData, cfg):
         self.tokenizer, self.task, self.cfg = tokenizer, task, cfg
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        self.train_set = data.encode_lm(task.train, tokenizer, cfg.task.max_seq_len, cfg.task.separator)
-        self.val_set = data.encode_lm(task.val, tokenizer, cfg.task.max_seq_len, cfg.task.separator)
+        t = cfg.task
+        self.train_set = data.encode_lm(task.train, tokenizer, t.max_seq_len, t.separator, t.target_prefix)
+        self.val_set = data.encode_lm(task.val, tokenizer, t.max_seq_len, t.separator, t.target_prefix)
         self.gen, self.deviations = effective_settings(cfg.task.generation, cfg.scale.generation)
         validate_settings(self.gen)
         for name, enc in (("training", self.train_set), ("validation", self.val_set)):
@@ -220,7 +231,7 @@ class GenerationJob:
         score_s = time.perf_counter() - t2
         timing = {"val_s": val_s, "generate_s": gen_s, "s_per_generated_example": gen_s / max(len(inputs), 1),
                   "score_s": score_s, "generated_inputs": len(inputs), "num_beams": self.gen.num_beams,
-                  "generate_batch_size": 1 if uses_prefix(model) else self.gen.batch_size}
+                  "generate_batch_size": self.gen.batch_size}
         return metrics, timing, notes
 
 

@@ -202,6 +202,8 @@ def load_model(cfg: ModelConfig, *, num_labels: int | None = None, device: str =
     head_kwargs = {} if num_labels is None or cfg.kind == "decoder" else {"num_labels": num_labels}
     if num_labels == 1 and cfg.kind == "encoder":
         head_kwargs["problem_type"] = "regression"  # MSE loss (STS-B)
+    if cfg.head_dropout is not None and cfg.kind == "encoder":
+        head_kwargs[HEAD_DROPOUT_KEY.get(cfg.family, "classifier_dropout")] = cfg.head_dropout
 
     tokenizer = None
     if device == "meta" or cfg.source == "random":
@@ -221,12 +223,18 @@ def load_model(cfg: ModelConfig, *, num_labels: int | None = None, device: str =
         folder = str(embedded_dir(cfg)) if cfg.source == "embedded" else cfg.hub_id
         config = AutoConfig.from_pretrained(folder, **head_kwargs)
         _set_pad_token(config, cfg)
-        model = auto.from_pretrained(folder, config=config)
+        # fp32 master weights: transformers' default dtype="auto" would keep a checkpoint's fp16 (DeBERTa XXL's);
+        # train.precision decides what the matmuls run in
+        model = auto.from_pretrained(folder, config=config, dtype=torch.float32)
         model.to(device)
         tokenizer = AutoTokenizer.from_pretrained(folder) if with_tokenizer else None
     if tokenizer is not None and tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token  # GPT-2 and Llama tokenizers ship none; padding is masked anyway
     return model, tokenizer
+
+
+# the transformers config key of the classification head's dropout, by family (BERT, RoBERTa: classifier_dropout)
+HEAD_DROPOUT_KEY = {"deberta-v2": "cls_dropout"}
 
 
 def load_tokenizer(model_name: str):

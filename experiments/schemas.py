@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 from lora.config import MethodConfig
 
@@ -29,6 +29,7 @@ class ModelConfig:
     subfolder: Optional[str] = None  # embedded: the folder inside `package` that holds the transformers files
     gguf_file: Optional[str] = None  # embedded: a GGUF file in `package`, dequantised once to a safetensors cache
     tokenizer: Optional[str] = None  # random: the conf/model name whose tokenizer to borrow for real text
+    head_dropout: Optional[float] = None  # the classification head's dropout (DeBERTa's cls_dropout); None: the model's
     note: str = ""  # how this model differs from the paper's, printed under tables
 
 
@@ -42,7 +43,7 @@ class GenerationConfig:
     no_repeat_ngram_size: int = 4
     repetition_penalty: float = 1.0
     max_new_tokens: int = 64
-    batch_size: int = 8  # inputs per generate() call (left-padded); prefix methods decode one at a time
+    batch_size: int = 8  # inputs per generate() call (left-padded, sorted by length)
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TaskConfig:
     eval_mismatched: bool = False  # MNLI: also evaluate dev mismatched (eval_mm_* metrics)
     # ---- generation tasks (kind: generation): E2E, WebNLG, DART
     separator: str = "\n"  # between source and target: tokens(source) + tokens(separator) + tokens(target) + EOS
+    target_prefix: str = ""  # before the target's text ("the authors' GPT-2 layout: " " + completion)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     hub_id: Optional[str] = None  # dataset hub id where the task reads the hub (DART's full splits)
     # DART offline: the dev file split by triple set into train/val/test (scale.generation.dart_dev_split)
@@ -90,6 +92,10 @@ class TrainConfig:
     # added for the GPT-2 generation recipe (paper Table 11); the defaults leave classification runs unchanged
     warmup_steps: int = 0  # > 0: linear warmup over this many steps instead of warmup_ratio (scaled down with a step cap)
     label_smoothing: float = 0.0  # generation tasks only: label-smoothed token cross-entropy (val_loss is plain NLL)
+    # added for the paper-scale recipes (paper/recipes.py); ADDED_LATER keeps them out of older runs' hashes
+    adam_eps: float = 1e-8  # AdamW's eps (torch's default; the authors' GPT-2 optimizer: 1e-6)
+    init_from: str = ""  # "mnli": start the adapter from this seed's MNLI run of the same study (paper appendix D.1)
+    eval_every_epoch: bool = False  # evaluate after every epoch; final.json adds the best epoch's metrics
 
 
 @dataclass
@@ -132,10 +138,33 @@ class Config:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     experiment: str = "adhoc"  # the table (experiment=<table>, conf/tables/)
     study: str = "${experiment}"  # the folder its runs go into: tables of one study share it (Tables 5, 6 -> table15)
+    table_scales: list[str] = field(default_factory=list)  # the scales the table runs at (conf/tables `at`); []: all
     # per-method learning rates of a table (conf/tables/); its train.lr reads them: ${lr_by_method[${method.name}]}
     lr_by_method: dict[str, float] = field(default_factory=dict)
     seed: int = 0
     results_dir: str = "results"
+    # paper | authors: which recipe the paper-scale budgets read through ${recipe:<field>} (paper/recipes.py)
+    recipe: str = "paper"
+
+
+# Fields added after runs were recorded: hashed only when they differ from these defaults, so every earlier run
+# keeps its config hash (and its checkpoint, its shared directory) under the new schema.
+ADDED_LATER = {("model", "head_dropout"): None, ("train", "adam_eps"): 1e-8, ("train", "init_from"): "",
+               ("train", "eval_every_epoch"): False, ("task", "target_prefix"): ""}
+
+
+def recipe_value(field: str, *, _root_) -> Any:
+    """${recipe:<field>}: the field of the selected recipe (paper/recipes.py) for this run's model and task; GLUE
+    tasks read the model's GLUE recipe, E2E/WebNLG/DART the GPT-2 one."""
+    from paper import recipes
+
+    name, task = _root_.recipe, _root_.task.name
+    method = _root_.method
+    recipe = recipes.nlg(name, task) if _root_.task.kind == "generation" else \
+        recipes.glue(name, _root_.model.name, task, method.name, method.adapter_r)
+    if not hasattr(recipe, field):
+        raise ValueError(f"${{recipe:{field}}}: the {type(recipe).__name__} has no field {field!r}")
+    return getattr(recipe, field)
 
 
 def register() -> None:
@@ -144,6 +173,8 @@ def register() -> None:
     from experiments import studies
 
     cs = ConfigStore.instance()
+    if not OmegaConf.has_resolver("recipe"):
+        OmegaConf.register_new_resolver("recipe", recipe_value)
     studies.register()
     cs.store(name="config_schema", node=Config)
     for group, node in [("model", ModelConfig), ("method", MethodConfig), ("task", TaskConfig),

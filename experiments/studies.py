@@ -20,7 +20,7 @@ from paper.rows import ROWS
 TABLES_DIR = Path(__file__).resolve().parents[1] / "conf" / "tables"
 SCALES = ("smoke", "local", "paper")
 STUDY_KEYS = {"defaults", "config", "scales", "tables"}
-TABLE_KEYS = {"folder", "defaults", "config", "sweep", "scales"}
+TABLE_KEYS = {"folder", "defaults", "config", "sweep", "scales", "at"}
 SCALE_KEYS_TABLE = {"sweep", "config", "deviations"}
 
 
@@ -40,6 +40,7 @@ def _check(path: Path, study: dict) -> None:
     for name, table in (study.get("tables") or {}).items():
         unknown(f"tables.{name}", table, TABLE_KEYS)
         unknown(f"tables.{name}.scales", table.get("scales") or {}, SCALES)
+        unknown(f"tables.{name}.at", table.get("at") or [], SCALES)
         for scale, extra in (table.get("scales") or {}).items():
             unknown(f"tables.{name}.scales.{scale}", extra, SCALE_KEYS_TABLE)
         if not table.get("sweep"):
@@ -75,7 +76,7 @@ def _defaults(study: dict, table: dict) -> list[dict[str, str]]:
 def experiment_node(name: str, study: dict, table: dict) -> dict:
     node = {"defaults": _defaults(study, table), **OmegaConf.to_container(OmegaConf.merge(
         study.get("config") or {}, table.get("config") or {}))}
-    node |= {"experiment": name, "study": table.get("folder", name),
+    node |= {"experiment": name, "study": table.get("folder", name), "table_scales": list(table.get("at") or []),
              "hydra": {"sweeper": {"params": {k: _sweep_string(v) for k, v in table["sweep"].items()}}}}
     return node
 

@@ -27,6 +27,8 @@ def points(table: str, scale: str) -> list[dict[str, str]]:
     """The sweep overrides of every run of `table` at `scale` (one dict per run, keys sorted as Hydra sorts);
     call it inside Hydra's initialize_config_dir(CONF_DIR)."""
     cfg = compose(config_name="config", overrides=[f"experiment={table}", f"scale={scale}"], return_hydra_config=True)
+    if cfg.table_scales and scale not in cfg.table_scales:
+        return []  # the table does not run at this scale
     axes = _axes(cfg.hydra.sweeper.params or {})
     return [dict(sorted(zip(axes, combo))) for combo in itertools.product(*axes.values())]
 

@@ -39,8 +39,9 @@ from experiments import distributed, schemas
 log = logging.getLogger(__name__)
 # keys that do not change what a run computes: kept out of the config hash, so equal computations that two tables
 # name differently share one run (experiments/shared_runs.py). lr_by_method: only train.lr, resolved from it, counts;
-# experiment, study and scale.deviations name and describe a run, they do not change it.
-NOT_COMPUTED = ("logger", "results_dir", "lr_by_method", "experiment", "study")
+# experiment, study and scale.deviations name and describe a run, they do not change it; recipe: only the values it
+# resolves to count.
+NOT_COMPUTED = ("logger", "results_dir", "lr_by_method", "experiment", "study", "recipe", "table_scales")
 NOT_COMPUTED_TRAIN = ("threads", "device", "kill_after_steps", "kill_at", "eval_batch_size", "checkpoint_every",
                       "progress_every", "gradient_checkpointing")  # recomputation gives the same numbers
 NOT_COMPUTED_SCALE = ("deviations",)
@@ -73,6 +74,9 @@ def config_hash(cfg: DictConfig) -> str:
         plain.get("train", {}).pop(key, None)
     for key in NOT_COMPUTED_SCALE:
         plain.get("scale", {}).pop(key, None)
+    for (group, key), default in schemas.ADDED_LATER.items():
+        if key in plain.get(group, {}) and plain[group][key] == default:
+            del plain[group][key]
     train = plain.get("train", {})
     if "precision" in train:  # what it resolves to here (auto: fp32 on CPU, bf16 on a GPU at paper scale)
         from experiments import precision
@@ -97,6 +101,10 @@ def validate(cfg: schemas.Config) -> None:
     """Value checks the type schema cannot express; each error names the key and the way out."""
     from experiments.models import validate as validate_model
 
+    if cfg.table_scales and cfg.scale.name not in cfg.table_scales:
+        raise ValueError(f"experiment={cfg.experiment} runs at scale {' / '.join(cfg.table_scales)} only (its models "
+                         f"need the hub and GPUs), not at scale={cfg.scale.name}; see conf/tables/ for the tables "
+                         "that run at this scale")
     validate_model(cfg.model)
     cfg.method.validate()
     t = cfg.train
@@ -117,6 +125,15 @@ def validate(cfg: schemas.Config) -> None:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if t.warmup_steps < 0:
         raise ValueError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if t.adam_eps <= 0:
+        raise ValueError(f"train.adam_eps must be > 0, got {t.adam_eps}")
+    from paper.recipes import RECIPES
+
+    if cfg.recipe not in RECIPES:
+        raise ValueError(f"recipe={cfg.recipe!r} is not one of {', '.join(RECIPES)} (paper/recipes.py)")
+    if t.init_from and t.init_from != "mnli" and not Path(t.init_from).is_file():
+        raise ValueError(f"train.init_from={t.init_from!r}: neither 'mnli' (this seed's MNLI run of the study) nor "
+                         "an adapter.safetensors file; set it to '' to start from the pretrained model")
     if cfg.task.kind == "generation":
         if cfg.model.kind != "decoder":
             raise ValueError(f"task {cfg.task.name!r} generates text, but model {cfg.model.name!r} is an encoder: pick "
@@ -160,6 +177,10 @@ def check(cfg: DictConfig) -> schemas.Config:
     from experiments import precision
 
     precision.resolve(obj.train.precision, distributed.device(obj.train.device), obj.scale.name)  # no CUDA, no dtype
+    if obj.train.init_from == "mnli":
+        from experiments.init_from import find_mnli_adapter
+
+        find_mnli_adapter(cfg)  # the MNLI run must have finished before this one starts
     _warn_unused_method_keys(obj.method.name)
     return obj
 
@@ -321,6 +342,10 @@ def _run(cfg: DictConfig, rd) -> dict:
             # does not depend on r, so under one seed r=8's A would be the first 8 rows of r=64's (Figure 3/4)
             torch.manual_seed(lora_init_seed(obj.seed, obj.method.r))
         lora.apply_method(model, obj.method)
+        if obj.train.init_from:
+            from experiments import init_from
+
+            base["init_from"] = str(init_from.load(model, cfg, head=obj.method.train_also))
         if obj.train.gradient_checkpointing:  # non-reentrant: works with a frozen embedding (LoRA, adapters)
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         model.to(distributed.device(obj.train.device))

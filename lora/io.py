@@ -6,12 +6,14 @@ import math
 import os
 import tempfile
 from pathlib import Path
+from typing import Sequence
 
 import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from lora.count import has_component
 from lora.layers import LoRALinear, lora_modules
 
 
@@ -115,13 +117,15 @@ def _origin(path: str | os.PathLike, saved: dict[str, torch.Tensor]) -> str:
     return f" (it was saved from {said})" if said else ""
 
 
-def load_adapter(model: nn.Module, path: str | os.PathLike, strict: bool = True) -> None:
+def load_adapter(model: nn.Module, path: str | os.PathLike, strict: bool = True, skip: Sequence[str] = ()) -> None:
     """Load parameters saved by `save_adapter` into a model that had the same method applied.
 
     strict: the file must hold exactly the model's trainable parameters. Not strict: load the keys the model has and
-    ignore the rest. Shapes must match either way; nothing is copied unless every check passes.
+    ignore the rest. skip: modules (as `train_also` names them, e.g. the task head) whose saved tensors are left out.
+    Shapes must match either way; nothing is copied unless every check passes.
     """
-    saved = read_safetensors(path, fix=_REBUILD_ADAPTER)
+    saved = {k: v for k, v in read_safetensors(path, fix=_REBUILD_ADAPTER).items()
+             if not any(has_component(k, s) for s in skip)}
     merged = [name for name, m in lora_modules(model).items() if m.merged]
     if merged:
         raise ValueError(f"LoRA layers {_listed(merged)} are merged, so loading new A, B would leave a stale ΔW in "

@@ -14,7 +14,8 @@ Supported, and checked with a clear error otherwise:
 - a forward call `model(input_ids=..., attention_mask=..., [token_type_ids=...], [labels=...], ...)`; `input_ids` may
   be the only positional argument. Shapes: input_ids (batch, T); rows right-padded (each row's real tokens first, at
   least one of them); T + l_p + l_i within the model's position limit.
-- no KV cache: `generate()` and `past_key_values` are not supported; decode by re-running the full forward.
+- no KV cache through the hooks: `past_key_values` is refused. Decoders decode with a cache through
+  `cached_decoding` instead: the prefix's own keys and values, computed once, and the hooks off.
 Outputs: token-level `logits` come back as (batch, T, vocab), aligned with `input_ids` (the inserted positions are
 dropped); sequence-level logits (batch, num_labels) of a decoder classifier are pooled at each row's last attended
 position (its last infix slot, or its last real token when l_i = 0), as without the prefix; `hidden_states`/`attentions` stay over the extended
@@ -26,6 +27,9 @@ For decoders the first real token is not a prediction target (label -100), as wi
 is exactly the causal-LM loss of the returned (batch, T, vocab) logits against the caller's labels.
 """
 from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
 
 import torch
 from torch import nn
@@ -61,6 +65,8 @@ class InsertedPositions(nn.Module):
         self.positions: torch.Tensor | None = None  # (batch, l_p + l_i) inserted positions of the last forward
         self.dest: torch.Tensor | None = None  # (batch, T) where each caller position went in the last forward
         self.last: torch.Tensor | None = None  # (batch,) each row's last attended position (decoders pool there)
+        self.enabled = True  # False inside cached_decoding: the hooks pass everything through
+        self._keep_cache = False  # True while cached_decoding builds the prefix's cache
 
     def _layout(self, mask: torch.Tensor) -> None:
         """Fill self.dest and self.positions for a right-padded (batch, T) attention mask."""
@@ -88,6 +94,8 @@ class InsertedPositions(nn.Module):
         self.last = real + self.l_p + self.l_i - 1
 
     def pre_hook(self, model: nn.Module, args: tuple, kwargs: dict):
+        if not self.enabled:
+            return None
         if len(args) > 1:
             raise ValueError("with prefix tuning pass everything but input_ids by keyword (model(ids, attention_mask="
                              "mask, ...)), so the hook can extend them")
@@ -98,7 +106,7 @@ class InsertedPositions(nn.Module):
         if kwargs.get("past_key_values") is not None:
             raise ValueError("prefix tuning does not support a KV cache (generate() or past_key_values); decode by "
                              "re-running the full forward with use_cache=False")
-        if self.decoder:
+        if self.decoder and not self._keep_cache:
             kwargs["use_cache"] = False  # a cache over the extended sequence would not line up with the caller's tokens
         batch, length = input_ids.shape
         mask = kwargs.get("attention_mask")
@@ -137,6 +145,8 @@ class InsertedPositions(nn.Module):
         return (), kwargs
 
     def post_hook(self, model: nn.Module, args: tuple, kwargs: dict, output):
+        if not self.enabled:
+            return output
         logits = getattr(output, "logits", None)
         if logits is not None and logits.dim() == 3 and logits.shape[1] == self.dest.shape[1] + self.l_p + self.l_i:
             rows = torch.arange(logits.shape[0], device=logits.device)[:, None].expand_as(self.dest)
@@ -166,6 +176,8 @@ class LayerActivations(nn.Module):
         # replace them where they enter each block (embedding output and blocks 0..L-2), because what the last block
         # writes at those positions is read by nothing, so those d·(l_p + l_i) parameters would get no gradient.
         def hook(block, args, kwargs):
+            if not positions.enabled:
+                return None
             from_args = bool(args)
             hidden = args[0] if from_args else kwargs["hidden_states"]  # (batch, T', d)
             pos = positions.positions
@@ -176,6 +188,36 @@ class LayerActivations(nn.Module):
                 return (hidden, *args[1:]), kwargs
             return args, {**kwargs, "hidden_states": hidden}
         return hook
+
+
+@contextmanager
+def cached_decoding(model: nn.Module, rows: int) -> Iterator[object | None]:
+    """A decoder with PrefixEmbed/PrefixLayer decoding with a KV cache: yields the cache of its l_p prefix positions
+    for `rows` rows (None when l_p = 0) with the hooks off, for `generate(past_key_values=...)` on inputs that start
+    with l_p placeholder tokens (attention mask 1) the cache stands for.
+
+    Exact, not an approximation: the prefix comes first and attends only to itself, so its keys and values are the
+    same for every prompt; the l_i infix positions sit after the last real token, which under causal attention no
+    earlier token sees, so decoding never reads them (today's full re-forward ignores them too).
+    """
+    positions: InsertedPositions = model.prefix_positions
+    if not positions.decoder:
+        raise ValueError("cached_decoding is for decoders (GPT-2, Llama); an encoder does not generate")
+    cache = None
+    if positions.l_p:
+        device = model.get_input_embeddings().weight.device
+        one = torch.zeros((rows, 1), dtype=torch.long, device=device)  # any token: only the prefix is kept
+        positions._keep_cache = True
+        try:
+            cache = model(input_ids=one, attention_mask=torch.ones_like(one), use_cache=True).past_key_values
+        finally:
+            positions._keep_cache = False
+        cache.crop(-(cache.get_seq_length() - positions.l_p))  # (rows, heads, l_p, head_dim) per layer: the prefix
+    positions.enabled = False
+    try:
+        yield cache
+    finally:
+        positions.enabled = True
 
 
 def inject_prefix_embed(model: nn.Module, l_p: int, l_i: int) -> InsertedPositions:

@@ -60,6 +60,7 @@ ROWS: dict[str, RowConfig] = {
     "lora_o_r8": _lora(8, "o", "LoRA W_o, r=8"),
     "lora_qk_r4": _lora(4, "qk", "LoRA W_q, W_k, r=4"),
     **{f"lora_qv_r{r}": _lora(r, "qv", f"LoRA r_q=r_v={r}") for r in (1, 2, 4, 8, 64)},
+    "lora_qv_r16": _lora(16, "qv", "LoRA r_q=r_v=16: DeBERTa XXL's 4.7M in Table 2 (paper/recipes.py)"),
     **{f"lora_qkvo_r{r}": _lora(r, "qkvo", f"LoRA r_q=r_k=r_v=r_o={r}") for r in (1, 2, 4, 8, 64)},
     "lora_qv_r4_a32": _lora(4, "qv", "LoRA r_q=r_v=4, alpha 32, dropout 0.1: the paper's GPT-2 setting (E2E, "
                                      "WebNLG, DART)", alpha=32, dropout=0.1),

@@ -226,6 +226,87 @@ def test_batched_left_padded_generation_matches_one_by_one(tok):
         assert batched == single and any(batched)
 
 
+def _prefix_model(model_name: str, method: str):
+    import lora
+    from experiments.models import load_model, model_config
+    from lora.config import MethodConfig
+
+    cfg = model_config(model_name)
+    cfg.arch = dict(cfg.arch) | {"tie_word_embeddings": False}
+    torch.manual_seed(0)
+    model, _ = load_model(cfg, with_tokenizer=False)
+    lora.apply_method(model, MethodConfig(name=method, l_p=3, l_i=2))
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.requires_grad:
+                p.normal_(0, 0.5)  # a prefix that changes what the model says
+    return model.eval()
+
+
+PROMPTS = ("name : Cocum", "name : The Eagle | Type : coffee shop | area : riverside | near : Burger King",
+           "name : Blue Spice | Type : pub")
+
+
+@pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_gpt2"])
+@pytest.mark.parametrize("method", ["prefix_embed", "prefix_layer"])
+def test_prefix_methods_decode_batched_with_a_cache_like_a_full_reforward(tok, model_name, method):
+    """Greedy: the batched, cached prefix decode (lora.prefix.cached_decoding) against re-running the whole forward
+    through the prefix hooks for one prompt at a time, token by token (no cache, no HF generate)."""
+    from experiments.generate import clean, generate
+    from experiments.schemas import GenerationConfig
+
+    model = _prefix_model(model_name, method)
+    prompts = [data.prompt_ids(tok, s, "\n") for s in PROMPTS]
+    stops, new = [tok.eos_token_id], 6
+    gen = GenerationConfig(num_beams=1, no_repeat_ngram_size=0, max_new_tokens=new, batch_size=3)
+    reference = []
+    with torch.no_grad():
+        for p in prompts:
+            seq = torch.tensor([p])
+            for _ in range(new):
+                step = model(input_ids=seq, attention_mask=torch.ones_like(seq)).logits[0, -1].argmax()
+                seq = torch.cat([seq, step.view(1, 1)], dim=1)
+                if int(step) in stops:
+                    break
+            row = seq[0, len(p):].tolist()
+            cut = next((j for j, t in enumerate(row) if t in stops), len(row))
+            reference.append(clean(tok.decode(row[:cut], skip_special_tokens=True)))
+    assert generate(model, tok, prompts, gen, tok.pad_token_id, stops) == reference and any(reference)
+
+
+@pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_gpt2"])
+def test_prefix_embed_beam_search_equals_the_prefix_as_input_embeddings(tok, model_name):
+    """Beam search: PrefixEmbed decoded through the prefix cache equals the same model without hooks generating
+    from inputs_embeds = [prefix embeddings; prompt embeddings], one prompt at a time (no-repeat-ngram off: from
+    inputs_embeds HF sees no prompt ids to ban n-grams of)."""
+    from transformers import GenerationConfig as HFGenerationConfig
+
+    from experiments.generate import clean, generate
+    from experiments.schemas import GenerationConfig
+
+    model = _prefix_model(model_name, "prefix_embed")
+    positions = model.prefix_positions
+    prompts = [data.prompt_ids(tok, s, "\n") for s in PROMPTS]
+    stops = [tok.eos_token_id]
+    gen = GenerationConfig(num_beams=3, no_repeat_ngram_size=0, max_new_tokens=6, batch_size=3)
+    hf = HFGenerationConfig(num_beams=3, length_penalty=gen.length_penalty, max_new_tokens=6, do_sample=False,
+                            eos_token_id=stops, pad_token_id=tok.pad_token_id)
+    batched = generate(model, tok, prompts, gen, tok.pad_token_id, stops)
+    reference = []
+    positions.enabled = False
+    try:
+        with torch.no_grad():
+            for p in prompts:
+                emb = torch.cat([positions.embeddings[:positions.l_p], model.get_input_embeddings()(torch.tensor(p))])
+                rows = model.generate(inputs_embeds=emb[None], attention_mask=torch.ones(1, len(emb), dtype=torch.long),
+                                      generation_config=hf)[0].tolist()
+                cut = next((j for j, t in enumerate(rows) if t in stops), len(rows))
+                reference.append(clean(tok.decode(rows[:cut], skip_special_tokens=True)))
+    finally:
+        positions.enabled = True
+    assert batched == reference and any(batched)
+
+
 def test_scale_caps_on_decoding_are_recorded():
     from experiments.generate import effective_settings
     from experiments.schemas import GenerationConfig

@@ -200,7 +200,7 @@ def test_lora_plus_trains_b_at_its_ratio_of_the_learning_rate():
     from experiments.loop import build_optimizer
 
     model = _adapted("llama")  # LoRA on q, v: every trainable parameter is an A or a B
-    opt, sched = build_optimizer(model, SimpleNamespace(lr=1e-3, weight_decay=0.01), total=10, warmup=2,
+    opt, sched = build_optimizer(model, SimpleNamespace(lr=1e-3, weight_decay=0.01, adam_eps=1e-8), total=10, warmup=2,
                                  lr_ratio_b=16)
     kind = {id(p): n.rpartition(".")[2][:6] for n, p in model.named_parameters()}
 

@@ -174,3 +174,42 @@ def test_gguf_conversion_into_a_redirected_stderr_draws_no_progress_bars(tmp_pat
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "wrote" in proc.stdout and (tmp_path / "cache" / "models").is_dir()
     assert "\r" not in proc.stderr and "it/s" not in proc.stderr, proc.stderr[-2000:]
+
+
+def test_deberta_v2_tokenizer_builds_from_a_sentencepiece_model(tmp_path):
+    """DeBERTa XXL ships its tokenizer as spm.model only: transformers needs sentencepiece (pinned) to read it."""
+    import sentencepiece as spm
+    from transformers import DebertaV2Tokenizer
+
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(["the cat sat on the mat", "a premise and a hypothesis"] * 50))
+    spm.SentencePieceTrainer.train(input=str(corpus), model_prefix=str(tmp_path / "spm"), vocab_size=20,
+                                   minloglevel=2)
+    tok = DebertaV2Tokenizer(vocab_file=str(tmp_path / "spm.model"))
+    ids = tok("the cat", "a premise")["input_ids"]
+    assert ids[0] == tok.cls_token_id and ids.count(tok.sep_token_id) == 2
+
+
+def test_hub_weights_load_in_fp32_and_the_head_dropout_reaches_the_config(monkeypatch):
+    """DeBERTa XXL's checkpoint is fp16: dtype='auto' would train fp16 master weights. The load asks for fp32."""
+    import torch
+    import transformers
+
+    from experiments import models
+    from experiments.schemas import ModelConfig
+
+    seen = {}
+
+    class Fake:
+        @staticmethod
+        def from_pretrained(folder, config=None, **kw):
+            seen.update(kw, config=config)
+            return torch.nn.Linear(2, 2)
+
+    monkeypatch.setattr(transformers, "AutoModelForSequenceClassification", Fake)
+    monkeypatch.setattr(transformers.AutoConfig, "from_pretrained",
+                        staticmethod(lambda folder, **kw: transformers.DebertaV2Config(**kw)))
+    cfg = ModelConfig(name="deberta_v2_xxlarge", family="deberta-v2", kind="encoder", source="hub",
+                      hub_id="microsoft/deberta-v2-xxlarge", head_dropout=0.15)
+    models.load_model(cfg, num_labels=3, with_tokenizer=False)
+    assert seen["dtype"] is torch.float32 and seen["config"].cls_dropout == 0.15
