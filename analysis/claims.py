@@ -342,6 +342,15 @@ CLAIMS: tuple[Claim, ...] = (
                   _named("alpha/sqrt(r): r=256 − r=4", _compare_columns("rank_scaling", "alpha/sqrt(r)", "r=256",
                                                                         "r=4", rule_at_least))),
           "seeds, and the ranks between"),
+    # the same question on E2E (Table 18's setting); rule written before the rank_scaling_e2e runs were read
+    Claim("rslora-large-r-e2e", "The same on E2E: with alpha / r a large rank does worse at the rate tuned for r = 4; "
+          "alpha / sqrt(r) removes it", "Kalajdzievski 2023; rank_scaling_e2e study",
+          "E2E test BLEU at a fixed budget: alpha/r r=4 > r=256, and alpha/sqrt(r) r=256 ≥ r=4 (margin 2 BLEU)",
+          _all_of(_named("alpha/r: r=4 − r=256", _compare_columns("rank_scaling_e2e", "alpha/r", "r=4", "r=256",
+                                                                  rule_greater)),
+                  _named("alpha/sqrt(r): r=256 − r=4", _compare_columns("rank_scaling_e2e", "alpha/sqrt(r)", "r=256",
+                                                                        "r=4", rule_at_least))),
+          "3 seeds per cell (BLEU has no per-example binomial error)"),
     Claim("merged-no-latency", "A merged LoRA model adds no inference latency", "Section 4.1",
           "merged / base latency: supported ≤ 1.05, contradicted > 1.10 (identical computations differ by ~5%)",
           _bench_ratio("merged_over_base_latency", "GPT-2 M forward", 1.05, 1.10, "base-vs-identical noise ~5%")),
