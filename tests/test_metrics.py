@@ -181,3 +181,18 @@ def test_webnlg_meteor_with_a_trailing_empty_prediction():
     refs = [["the cat sat on the mat", "a cat sat on a mat"], ["the dog barked"]]
     scores = score_webnlg(refs, ["the cat sat on the mat", ""])
     assert 0.0 < scores["METEOR"] < 1.0 and scores["BLEU"] > 0
+
+
+def test_webnlg_scored_as_the_authors_lowercases_tokenises_and_fills_references_with_the_first():
+    from experiments.metrics.webnlg import authors_text, score_webnlg, score_webnlg_as_authors
+
+    assert authors_text("The Eagle's café, 5.5km  away!") == "the eagle ' s café , 5 . 5km away !"
+    refs = [["The Eagle is a pub.", "A pub: The Eagle."], ["Alan Bean flew on Apollo 12."]]
+    hyps = ["the eagle is a pub .", "alan bean flew on apollo 12 ."]
+    ours = score_webnlg_as_authors(refs, hyps)
+    assert ours["BLEU"] == pytest.approx(100.0)  # equal once both sides are lowered and tokenised
+    assert score_webnlg(refs, hyps, metrics=("BLEU",))["BLEU"] < 100.0  # the official scorer is case-sensitive
+    # a missing reference is the input's first again (six files), so an input with one reference scores like one
+    # with that reference six times
+    assert score_webnlg_as_authors([["a b c d"]], ["a b c d"]) == score_webnlg_as_authors([["a b c d"] * 6],
+                                                                                           ["a b c d"])

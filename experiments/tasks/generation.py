@@ -321,6 +321,15 @@ def _is_missing_dependency(err: BaseException) -> bool:
     return isinstance(err, FileNotFoundError) and "java" in str(err).lower()
 
 
+def _as_authors(kind: str, refs: list[list[str]], hyps: list[str]) -> dict[str, float]:
+    """WebNLG / DART: also authors_BLEU, authors_TER, scored as the authors' scripts did (experiments/metrics/webnlg)."""
+    if kind != "webnlg":
+        return {}
+    from experiments.metrics.webnlg import score_webnlg_as_authors
+
+    return {f"authors_{k}": v for k, v in score_webnlg_as_authors(refs, hyps).items()}
+
+
 def score(kind: str, refs: list[list[str]], hyps: list[str]) -> tuple[dict[str, float], Optional[str]]:
     """(metrics, note): the official-style scores of `kind`; when java or pycocoevalcap is missing, the java-free
     ones (BLEU, NIST / BLEU, TER) and a note saying what is missing and how to rescore."""
@@ -328,7 +337,7 @@ def score(kind: str, refs: list[list[str]], hyps: list[str]) -> tuple[dict[str, 
 
     fn = score_e2e if kind == "e2e" else score_webnlg
     try:
-        return dict(fn(refs, hyps)), None
+        return dict(fn(refs, hyps)) | _as_authors(kind, refs, hyps), None
     except Exception as err:  # noqa: BLE001 - only a missing dependency is tolerated, re-raised otherwise
         if not _is_missing_dependency(err):
             raise
@@ -337,7 +346,7 @@ def score(kind: str, refs: list[list[str]], hyps: list[str]) -> tuple[dict[str, 
     for key, value in (("coco", False), ("meteor", False), ("metrics", list(JAVA_FREE[kind]))):
         if key in params:
             try:
-                out = dict(fn(refs, hyps, **{key: value}))
+                out = dict(fn(refs, hyps, **{key: value})) | _as_authors(kind, refs, hyps)
             except Exception as err:  # noqa: BLE001
                 if not _is_missing_dependency(err):
                     raise
