@@ -229,13 +229,6 @@ def prompt_ids(tokenizer, source: str, separator: str) -> list[int]:
     return list(ids) + list(tokenizer(separator, add_special_tokens=False)["input_ids"])
 
 
-def target_ids(tokenizer, target: str, target_prefix: str = "") -> list[int]:
-    """tokens(target_prefix + target) + EOS: the positions the loss is computed on."""
-    if tokenizer.eos_token_id is None:
-        raise ValueError("the tokenizer has no EOS token; a decoder needs one to learn where a text ends")
-    return list(tokenizer(target_prefix + target, add_special_tokens=False)["input_ids"]) + [tokenizer.eos_token_id]
-
-
 def encode_lm(examples, tokenizer, max_seq_len: int, separator: str, target_prefix: str = "") -> LMEncoded:
     """(source, target) pairs -> LMEncoded. Over max_seq_len: the prompt keeps its last tokens (the separator
     included), at least half of max_seq_len, and the target is cut to what is left (losing its EOS)."""
@@ -243,7 +236,7 @@ def encode_lm(examples, tokenizer, max_seq_len: int, separator: str, target_pref
         return LMEncoded([])
     if tokenizer.eos_token_id is None:
         raise ValueError("the tokenizer has no EOS token; a decoder needs one to learn where a text ends")
-    # batched tokenization (fast); the same ids as prompt_ids/target_ids one by one
+    # batched tokenization (fast); the same ids as tokenizing one by one (prompt_ids for the prompt)
     sources = tokenizer([e.source for e in examples], add_special_tokens=True)["input_ids"]
     targets = tokenizer([target_prefix + e.target for e in examples], add_special_tokens=False)["input_ids"]
     sep = list(tokenizer(separator, add_special_tokens=False)["input_ids"])

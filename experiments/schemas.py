@@ -95,7 +95,7 @@ class TrainConfig:
     # added for the paper-scale recipes (paper/recipes.py); ADDED_LATER keeps them out of older runs' hashes
     adam_eps: float = 1e-8  # AdamW's eps (torch's default; the authors' GPT-2 optimizer: 1e-6)
     init_from: str = ""  # "mnli": start the adapter from this seed's MNLI run of the same study (paper appendix D.1)
-    eval_every_epoch: bool = False  # evaluate after every epoch; final.json adds the best epoch's metrics
+    eval_every_epoch: bool = False  # evaluate after every epoch (metrics.jsonl); tables report each run's best epoch
 
 
 @dataclass

@@ -198,7 +198,7 @@ def cached_decoding(model: nn.Module, rows: int) -> Iterator[object | None]:
 
     Exact, not an approximation: the prefix comes first and attends only to itself, so its keys and values are the
     same for every prompt; the l_i infix positions sit after the last real token, which under causal attention no
-    earlier token sees, so decoding never reads them (today's full re-forward ignores them too).
+    earlier token sees, so decoding never reads them (a full re-forward through the hooks ignores them too).
     """
     positions: InsertedPositions = model.prefix_positions
     if not positions.decoder:
