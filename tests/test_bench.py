@@ -70,3 +70,20 @@ def test_interleaved_timing_calls_each_configuration_warmup_plus_repeats_times()
     assert calls.count("a") == calls.count("b") == 4 and calls.count("prep") == 4
     assert [len(v) for v in times.values()] == [3, 3]
     assert calls[:5] == ["prep", "a", "b", "b", "prep"]  # odd rounds run in reverse order
+
+
+@pytest.mark.data
+def test_table_run_benchmark_times_every_phase_for_ours_and_peft(tmp_path, env):
+    """benchmarks.table_runs on a smoke-scale Table 15 row: both implementations train through the same loop, every
+    training phase gets time, the files are written (no assert on speed)."""
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.table_runs", "--scale", "smoke", "--threads", "1",
+                           "--rows", "table15:lora_qv_r8", "--out", str(tmp_path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    runs = json.loads((tmp_path / "table_runs.json").read_text())["runs"]
+    assert [r["impl"] for r in runs] == ["ours", "peft"]
+    for r in runs:
+        assert r["steps"] == 8 and r["examples_per_s"] > 0
+        assert all(r["phases_s"][p] > 0 for p in ("data", "forward", "backward", "optimizer", "final evaluation"))
+    assert runs[0]["trainable"] == runs[1]["trainable"]  # the same adapter and head, counted alike
+    assert "ours / PEFT examples/s" in (tmp_path / "table_runs.md").read_text()
