@@ -68,9 +68,10 @@ $(VENV)/.installed-notebook: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[notebook]'
 	touch $@
 
-bench: setup models  ## benchmarks: LoRA vs full FT / PEFT / Adapter^H, latency, mixed adapters -> results/bench
+bench: setup models  ## benchmarks: LoRA vs full FT / PEFT / Adapter^H, latency, mixed adapters, whole table runs -> results/bench
 	$(PY) -m benchmarks.run
 	$(PY) -m benchmarks.memory
+	$(PY) -m benchmarks.table_runs
 
 bench-tiny: setup  ## the benchmark harness on tiny random models (~30 s) -> results/bench/tiny
 	$(PY) -m benchmarks.run --tiny

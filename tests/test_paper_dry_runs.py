@@ -33,6 +33,10 @@ CASES = {  # name -> overrides (each a run; `then` runs after `first` in the sam
         ["experiment=table2_large", "row=adapter_h_r8", "task=sst2", *ROBERTA], [], None),
     "table3 GPT-2 M E2E": (["experiment=table3", "row=lora_qv_r4_a32", *DECODER], [], None),
     "table14 GPT-2 M WebNLG": (["experiment=table14", "row=lora_qv_r4_a32", *DECODER], [], None),
+    "table16 GPT-2 Large classifier MNLI-100, LoRA": (
+        ["experiment=table16", "row=lora_qv_r8", "task.n=100", *DECODER], [], None),
+    "table18 GPT-2 M E2E, r=64": (["experiment=table18", "row=lora_qv_a32", "method.r=64", *DECODER], [], None),
+    # Tables 5 and 6 are rows of Table 15's study (its model, budget and code path)
     "table15 GPT-2 Large classifier (GPT-3's stand-in) MNLI, PrefixLayer": (
         ["experiment=table15", "row=pl_lp8_li8", "task.n=1000", *DECODER], [], None),
 }

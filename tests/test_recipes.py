@@ -79,6 +79,29 @@ def test_paper_scale_gpt2_composes_to_table_11():
     assert webnlg.task.generation.length_penalty == pytest.approx(0.8)
 
 
+# Table 12 (GPT-3, appendix D.4): batch 128, 2 epochs, weight decay 0.1, length 768; the learning rate per method
+TABLE12_LR = {"full": 5e-6, "pe_lp256_li8": 5e-4, "pl_lp8_li8": 1e-4, "adapter_h_r8": 1e-4, "lora_qv_r8": 2e-4}
+# Table 17 (MNLI-100 and -1k): batch 20, 40 epochs; FT 5e-6, LoRA 2e-4, PrefixEmbed 2e-4, PrefixLayer 5e-5
+TABLE17_LR = {"full": 5e-6, "lora_qv_r8": 2e-4, "pe_lp16_li8": 2e-4, "pl_lp8_li8": 5e-5}
+
+
+def test_paper_scale_gpt3_tables_compose_to_tables_12_and_17_on_the_open_stand_in():
+    for row, lr in TABLE12_LR.items():
+        cfg = OmegaConf.to_container(compose(["experiment=table15", "scale=paper", f"row={row}"]), resolve=True)
+        t = cfg["train"]
+        assert (t["lr"], t["batch_size"], t["epochs"], t["weight_decay"], cfg["task"]["max_seq_len"]) == \
+            (pytest.approx(lr), 128, 2, pytest.approx(0.1), 768), row
+        assert cfg["model"]["name"] == "gpt2_large_cls" and cfg["task"]["n"] is None
+    for row, lr in TABLE17_LR.items():
+        cfg = OmegaConf.to_container(compose(["experiment=table16", "scale=paper", f"row={row}", "task.n=100"]),
+                                     resolve=True)
+        t = cfg["train"]
+        assert (t["lr"], t["batch_size"], t["epochs"], cfg["task"]["max_seq_len"]) == \
+            (pytest.approx(lr), 20, 40, 768), row
+    local = compose(["experiment=table15", "scale=local", "row=lora_qv_r8"])
+    assert local.model.name == "minilm"  # below paper scale the stand-in stays the scale's encoder
+
+
 def test_differences_name_the_known_disagreements_and_the_committed_table_is_current():
     from paper import recipes
 
