@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any, Iterable, Optional
 
@@ -169,16 +170,15 @@ LOWER_IS_BETTER = ("loss", "TER")  # parts of a metric key; every other metric i
 
 
 def best_epoch_metrics(rows: list[dict]) -> dict[str, float]:
-    """{key: its best value over the run's evaluations} when it was evaluated more than once (train.eval_every_epoch:
-    the paper's GLUE/NLG protocol reports each seed's best epoch); {} otherwise."""
+    """{key: its best value over the run's evaluations} for every key evaluated more than once (train.eval_every_epoch:
+    the paper's GLUE protocol reports each seed's best epoch)."""
     evals = [r for r in rows if r.get("split") == "eval"]
-    if len(evals) < 2:
-        return {}
+    seen = Counter(k for r in evals for k in r)
     best: dict[str, float] = {}
     for row in evals:
         for k, v in row.items():
-            if k in ("step", "epoch") or not isinstance(v, (int, float)) or not math.isfinite(v):
-                continue
+            if k in ("step", "epoch") or seen[k] < 2 or not isinstance(v, (int, float)) or not math.isfinite(v):
+                continue  # a key evaluated once (generation metrics: the final evaluation only) has no best epoch
             lower = any(part in k for part in LOWER_IS_BETTER)
             if k not in best or (v < best[k] if lower else v > best[k]):
                 best[k] = float(v)

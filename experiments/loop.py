@@ -164,6 +164,34 @@ class Job(Protocol):
     def final(self, model: nn.Module, run: RunDir) -> tuple[dict, dict, list[str]]: ...  # metrics, timing, notes
 
 
+class BestSoFar:
+    """train.select_best: the trainable parameters at the evaluation that scored best on `key` so far (a copy, on
+    the parameters' device; LoRA's are small, a full fine-tune's are the model's size)."""
+
+    PREFIX = "best::"  # their names in a checkpoint, beside the current parameters
+
+    def __init__(self, key: str):
+        self.key, self.value, self.step, self.tensors = key, None, None, {}
+        self.lower = "loss" in key
+
+    def offer(self, metrics: dict, step: int, trainable: dict[str, torch.Tensor]) -> None:
+        v = metrics.get(self.key)
+        if not isinstance(v, (int, float)) or not math.isfinite(v):
+            raise ValueError(f"train.select_best={self.key!r}: the evaluation has no finite {self.key!r} "
+                             f"(it has {sorted(metrics)})")
+        if self.value is None or (v < self.value if self.lower else v > self.value):
+            self.value, self.step = float(v), step
+            self.tensors = {n: p.detach().clone() for n, p in trainable.items()}
+
+    def state(self) -> tuple[dict[str, torch.Tensor], dict]:
+        return ({self.PREFIX + n: t for n, t in self.tensors.items()},
+                {"best_value": self.value, "best_step": self.step})
+
+    def load(self, tensors: dict[str, torch.Tensor], state: dict) -> None:
+        self.value, self.step = state.get("best_value"), state.get("best_step")
+        self.tensors = {n[len(self.PREFIX):]: t for n, t in tensors.items() if n.startswith(self.PREFIX)}
+
+
 def _hms(seconds: float) -> str:
     m, s = divmod(int(seconds), 60)
     return f"{m // 60}:{m % 60:02d}:{s:02d}"
@@ -190,6 +218,7 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
     last_loss, train_s_before = float("nan"), 0.0
     main = distributed.is_main()
 
+    best = BestSoFar(tc.select_best) if tc.select_best else None
     ckpt = run.load_checkpoint()
     if ckpt is not None:
         step, tensors, state = ckpt
@@ -209,6 +238,8 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
             set_rng_state(rngs[distributed.rank()])
         else:  # more processes than wrote the checkpoint: a fresh dropout stream for the new ranks
             set_seed(cfg.seed + distributed.SEED_STRIDE * distributed.rank() + step)
+        if best is not None:
+            best.load(tensors, state)
         start, window = step, list(state["window"])
         last_loss, train_s_before = state.get("last_loss", last_loss), state.get("train_s", 0.0)
         if main:
@@ -275,19 +306,22 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
             (step * tc.grad_accum) // order.per_epoch
         if (epoch_ends or tc.eval_every > 0 and done % tc.eval_every == 0) and done != total and main:
             # the others wait in the next step; analysis takes the best epoch from these rows (paper appendix D)
-            tracker.log({"step": done, "split": "eval", "epoch": done * tc.grad_accum / order.per_epoch,
-                         **job.evaluate(model)})
+            evaluated = job.evaluate(model)
+            tracker.log({"step": done, "split": "eval", "epoch": done * tc.grad_accum / order.per_epoch, **evaluated})
+            if best is not None:
+                best.offer(evaluated, done, trainable)
         # after the last step too: a kill during the final evaluation resumes into it, with no training redone
         if saves:
             rngs = distributed.gather(rng_state())  # every rank's dropout stream: an exact resume
             if main:
-                run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()},
+                best_tensors, best_state = best.state() if best is not None else ({}, {})
+                run.save_checkpoint(done, {n: p.detach() for n, p in trainable.items()} | best_tensors,
                                     {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                      "rng": rngs[0], "window": [float(window[0]), window[1]],
                                      "config_hash": config_hash, "precision": prec.state_dict(),
                                      "last_loss": last_loss,
                                      "train_s": train_s_before + time.perf_counter() - t_train}
-                                    | ({"rng_by_rank": rngs} if len(rngs) > 1 else {}))
+                                    | ({"rng_by_rank": rngs} if len(rngs) > 1 else {}) | best_state)
         if tc.kill_after_steps and done == tc.kill_after_steps:
             os.kill(os.getpid(), signal.SIGKILL)  # test hook: a real crash, nothing gets cleaned up
     bar.close()
@@ -295,7 +329,15 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
     if not main:  # rank 0 evaluates and writes; this rank is done
         result.steps, result.metrics = total, {"train_loss": last_loss}
         return result
+    if best is not None:  # the last step against the best evaluation so far: the final evaluation uses the better
+        best.offer(job.evaluate(model), total, trainable)
+        if best.step != total:
+            with torch.no_grad():
+                for name, p in trainable.items():
+                    p.copy_(best.tensors[name])
     final, timing, notes = job.final(model, run)
+    if best is not None:  # which evaluation's parameters the final metrics and the adapter are
+        final |= {"selected_step": best.step, f"selected_{best.key}": best.value}
     tracker.log({"step": total, "split": "eval", "epoch": total * tc.grad_accum / order.per_epoch, **final})
     result.steps = total
     result.metrics = final | {"train_loss": last_loss}

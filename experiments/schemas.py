@@ -96,6 +96,9 @@ class TrainConfig:
     adam_eps: float = 1e-8  # AdamW's eps (torch's default; the authors' GPT-2 optimizer: 1e-6)
     init_from: str = ""  # "mnli": start the adapter from this seed's MNLI run of the same study (paper appendix D.1)
     eval_every_epoch: bool = False  # evaluate after every epoch (metrics.jsonl); tables report each run's best epoch
+    # a key of the mid-run evaluation (val_loss: lower is better, others higher): the final evaluation and the
+    # saved adapter use the parameters of the evaluation that scored best on it; "": the last step's
+    select_best: str = ""
 
 
 @dataclass
@@ -150,7 +153,7 @@ class Config:
 # Fields added after runs were recorded: hashed only when they differ from these defaults, so every earlier run
 # keeps its config hash (and its checkpoint, its shared directory) under the new schema.
 ADDED_LATER = {("model", "head_dropout"): None, ("train", "adam_eps"): 1e-8, ("train", "init_from"): "",
-               ("train", "eval_every_epoch"): False, ("task", "target_prefix"): ""}
+               ("train", "eval_every_epoch"): False, ("task", "target_prefix"): "", ("train", "select_best"): ""}
 
 
 def recipe_value(field: str, *, _root_) -> Any:

@@ -125,6 +125,9 @@ def validate(cfg: schemas.Config) -> None:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if t.warmup_steps < 0:
         raise ValueError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if t.select_best and not (t.eval_every_epoch or t.eval_every > 0):
+        raise ValueError(f"train.select_best={t.select_best!r} picks among mid-run evaluations, and there are none: "
+                         "set train.eval_every_epoch=true or train.eval_every=<steps>")
     if t.adam_eps <= 0:
         raise ValueError(f"train.adam_eps must be > 0, got {t.adam_eps}")
     from paper.recipes import RECIPES

@@ -247,3 +247,51 @@ def test_equal_configs_share_one_run_directory(smoke, env, tmp_path):
     key = next(k for k in r2 if k.endswith("lora_A"))
     assert r2[key].shape[0] == 2 and r4[key].shape[0] == 4
     assert (r4[key][:2] - r2[key]).abs().max() > 0.05
+
+
+def test_select_best_finishes_on_the_parameters_of_the_best_evaluation(tmp_path):
+    """train.select_best=val_loss: evaluated after epochs 1 and 2 and at the end (val_loss 3, 1, 2), the final
+    evaluation sees the parameters of epoch 2, and a checkpoint carries them for a resume."""
+    from types import SimpleNamespace
+
+    from torch import nn
+
+    from experiments import loop
+    from experiments.rundir import RunDir
+    from experiments.schemas import ScaleConfig, TrainConfig
+
+    class Job:
+        max_steps_cap, deviations = None, []
+
+        def __init__(self):
+            self.seen = []
+
+        def __len__(self):
+            return 8
+
+        def batch(self, idx):
+            return {"x": torch.ones(len(idx), 2), "labels": torch.zeros(len(idx))}
+
+        def loss(self, model, batch):
+            return (model(batch["x"]) - 5.0).pow(2).mean()
+
+        def evaluate(self, model):
+            self.seen.append(model.weight.detach().clone())
+            return {"val_loss": (3.0, 1.0, 2.0)[len(self.seen) - 1]}
+
+        def final(self, model, run):
+            return {"final_weight": float(model.weight.detach().sum())}, {}, []
+
+    torch.manual_seed(0)
+    model, job = nn.Linear(2, 1), Job()
+    train = TrainConfig(lr=0.1, batch_size=4, epochs=3, eval_every_epoch=True, select_best="val_loss",
+                        checkpoint_every=6, log_every=1, max_grad_norm=0.0, threads=1)
+    cfg = SimpleNamespace(train=train,
+                          scale=ScaleConfig(name="smoke"), seed=0, method=SimpleNamespace(lr_ratio_b=1.0))
+    run = RunDir(tmp_path / "run")
+    result = loop.train(model, job, cfg, run, SimpleNamespace(log=lambda row: None), "hash")
+    assert len(job.seen) == 3 and result.metrics["selected_step"] == 4  # 2 steps an epoch: epochs end at 2, 4, 6
+    assert result.metrics["final_weight"] == pytest.approx(float(job.seen[1].sum()))
+    assert not torch.equal(job.seen[1], job.seen[2])  # training moved on after epoch 2
+    _, tensors, state = run.load_checkpoint()
+    assert state["best_step"] == 4 and torch.equal(tensors["best::weight"], job.seen[1])
