@@ -17,10 +17,10 @@ def evaluate(model: nn.Module, enc: data.Encoded, task: TaskData, batch_size: in
     """{prefix}_loss and {prefix}_<metric> (accuracy, f1, ...) over every example of `enc`."""
     was_training = model.training
     model.eval()
-    preds, loss_sum = [], 0.0
+    preds, loss_sum = [], 0.0  # loss_sum: a device tensor after the first batch, read once at the end (no sync)
     for idx in data.eval_batches(enc, batch_size):
         out = model(**distributed.to_device(data.collate(enc, idx, pad_id), model))
-        loss_sum += out.loss.item() * len(idx)
+        loss_sum = loss_sum + out.loss.detach().double() * len(idx)
         logits = out.logits  # (B, num_labels)
         preds.append((logits.squeeze(-1) if task.regression else logits.argmax(-1), idx))
     model.train(was_training)
@@ -29,7 +29,7 @@ def evaluate(model: nn.Module, enc: data.Encoded, task: TaskData, batch_size: in
     by_index = dict(zip(order, flat))
     pred = [by_index[i] for i in range(len(enc))]
     gold = enc.labels.tolist()
-    metrics = {f"{prefix}_loss": loss_sum / max(len(enc), 1)}
+    metrics = {f"{prefix}_loss": float(loss_sum) / max(len(enc), 1)}
     metrics |= {f"{prefix}_{k}": v for k, v in task.metrics(pred, gold).items()}
     return metrics
 

@@ -70,15 +70,15 @@ def val_loss(model: nn.Module, enc: data.LMEncoded, batch_size: int, pad_id: int
     """Mean NLL per target token over every example of `enc` (plain, no label smoothing)."""
     was_training = model.training
     model.eval()
-    total, tokens = 0.0, 0
+    total, tokens = 0.0, 0  # total: a device tensor after the first batch, read once at the end (no sync per batch)
     order = sorted(range(len(enc)), key=lambda i: len(enc.features[i]["input_ids"]))
     for k in range(0, len(order), batch_size):
         batch = data.collate_lm(enc, order[k:k + batch_size], pad_id)
         n = int((batch["labels"][:, 1:] != -100).sum())  # counted on the CPU batch, before forward_loss moves it
-        total += forward_loss(model, batch).item() * n
+        total = total + forward_loss(model, batch).detach().double() * n
         tokens += n
     model.train(was_training)
-    return total / max(tokens, 1)
+    return float(total) / max(tokens, 1)
 
 
 # --------------------------------------------------------------------------------------------- decoding
