@@ -206,6 +206,13 @@ def _compare_columns(table: str, row: str, a_col: str, b_col: str, rule) -> Call
     return decide
 
 
+def _rslora_parts(table: str) -> Callable[["Evidence"], list[Part]]:
+    """alpha/r: r=4 above r=256; alpha/sqrt(r): r=256 at least r=4 (margin 2), in a rank_scaling table."""
+    return _all_of(_named("alpha/r: r=4 − r=256", _compare_columns(table, "alpha/r", "r=4", "r=256", rule_greater)),
+                   _named("alpha/sqrt(r): r=256 − r=4", _compare_columns(table, "alpha/sqrt(r)", "r=256", "r=4",
+                                                                         rule_at_least)))
+
+
 GLUE = ("MNLI", "SST-2", "MRPC", "CoLA", "RTE", "STS-B")
 T2_LORA, T2_FT, T2_D = "RoB_base (LoRA)", "RoB_base (FT)*", "RoB_base (Adpt^D)* 0.3M"
 
@@ -337,19 +344,13 @@ CLAIMS: tuple[Claim, ...] = (
     Claim("rslora-large-r", "With alpha / r, a large rank learns slower at a rate tuned for a small one; alpha / sqrt(r) "
           "removes it (rsLoRA)", "Kalajdzievski 2023; rank_scaling study",
           "MNLI-m at a fixed budget: alpha/r r=4 > r=256, and alpha/sqrt(r) r=256 ≥ r=4 (margin 2)",
-          _all_of(_named("alpha/r: r=4 − r=256", _compare_columns("rank_scaling", "alpha/r", "r=4", "r=256",
-                                                                  rule_greater)),
-                  _named("alpha/sqrt(r): r=256 − r=4", _compare_columns("rank_scaling", "alpha/sqrt(r)", "r=256",
-                                                                        "r=4", rule_at_least))),
+          _rslora_parts("rank_scaling"),
           "seeds, and the ranks between"),
     # the same question on E2E (Table 18's setting); rule written before the rank_scaling_e2e runs were read
     Claim("rslora-large-r-e2e", "The same on E2E: with alpha / r a large rank does worse at the rate tuned for r = 4; "
           "alpha / sqrt(r) removes it", "Kalajdzievski 2023; rank_scaling_e2e study",
           "E2E test BLEU at a fixed budget: alpha/r r=4 > r=256, and alpha/sqrt(r) r=256 ≥ r=4 (margin 2 BLEU)",
-          _all_of(_named("alpha/r: r=4 − r=256", _compare_columns("rank_scaling_e2e", "alpha/r", "r=4", "r=256",
-                                                                  rule_greater)),
-                  _named("alpha/sqrt(r): r=256 − r=4", _compare_columns("rank_scaling_e2e", "alpha/sqrt(r)", "r=256",
-                                                                        "r=4", rule_at_least))),
+          _rslora_parts("rank_scaling_e2e"),
           "3 seeds per cell (BLEU has no per-example binomial error)"),
     Claim("merged-no-latency", "A merged LoRA model adds no inference latency", "Section 4.1",
           "merged / base latency: supported ≤ 1.05, contradicted > 1.10 (identical computations differ by ~5%)",
