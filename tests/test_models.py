@@ -16,7 +16,8 @@ from lora import METHODS, MethodConfig
 CONF = Path(__file__).resolve().parents[1] / "conf"
 TINY = ["tiny_bert", "tiny_deberta", "tiny_gpt2", "tiny_llama"]
 ALIASES = {"encoder_smoke": "tiny_bert", "encoder_local": "minilm", "encoder_paper": "roberta_base",
-           "decoder_smoke": "tiny_llama", "decoder_local": "smollm2", "decoder_paper": "gpt2_medium"}
+           "decoder_smoke": "tiny_llama", "decoder_local": "smollm2", "decoder_paper": "gpt2_medium",
+           "gpt3_standin_smoke": "tiny_bert", "gpt3_standin_local": "minilm", "gpt3_standin_paper": "gpt2_large_cls"}
 
 
 @pytest.mark.parametrize("name", sorted(p.stem for p in (CONF / "model").glob("*.yaml")))
