@@ -47,7 +47,7 @@ class _TimedJob:
     """A loop.Job whose batch/loss/evaluate/final are timed; everything else is the job's own."""
 
     def __init__(self, job, timer: _Timed):
-        self._job, self._timer = job, timer
+        self._job = job
         self.batch = timer.wrap("data", job.batch)
         self.loss = timer.wrap("forward", job.loss)
         self.evaluate = timer.wrap("mid-run evaluation", job.evaluate)

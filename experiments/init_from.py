@@ -29,6 +29,7 @@ def find_mnli_adapter(cfg: DictConfig) -> Path:
     from hydra.core.hydra_config import HydraConfig
 
     from experiments import shared_runs
+    from experiments.rundir import RunDir
     from experiments.train import config_hash
 
     if not (HydraConfig.initialized() and GlobalHydra.instance().is_initialized()):
@@ -37,24 +38,15 @@ def find_mnli_adapter(cfg: DictConfig) -> Path:
     overrides = mnli_overrides(list(HydraConfig.get().overrides.task))
     chash = config_hash(compose(config_name="config", overrides=overrides))
     scale_root = Path(str(cfg.results_dir)) / "runs" / str(cfg.scale.name)
-    run = shared_runs.find_equal(scale_root, chash, other_than=Path("/nonexistent"))
+    run = shared_runs.find_equal(scale_root, chash)
     adapter = None if run is None else run / "adapter.safetensors"
-    if adapter is None or not adapter.is_file() or not _succeeded(run):
+    if adapter is None or not adapter.is_file() or (RunDir(run).read_final() or {}).get("status") != "success":
         raise ValueError(f"task {cfg.task.name} starts from this seed's MNLI adapter (train.init_from=mnli, paper "
                          f"appendix D.1), but no finished MNLI run with config hash {chash} is under {scale_root} "
                          f"(its overrides: {' '.join(overrides)}). Run that first (Table 2's sweep runs MNLI before "
                          "the other tasks with the basic launcher), or set train.init_from='' to start from the "
                          "pretrained model, or train.init_from=<adapter.safetensors>")
     return adapter
-
-
-def _succeeded(run: Path) -> bool:
-    import json
-
-    try:
-        return json.loads((run / "final.json").read_text()).get("status") == "success"
-    except (OSError, ValueError):
-        return False
 
 
 def load(model, cfg: DictConfig, head: list[str]) -> Path:

@@ -39,11 +39,11 @@ def is_fresh(run_dir: Path) -> bool:
     return all(p.name in FRESH or p.suffix == ".log" for p in run_dir.iterdir())
 
 
-def find_equal(scale_root: Path, chash: str, other_than: Path) -> Optional[Path]:
+def find_equal(scale_root: Path, chash: str, other_than: Optional[Path] = None) -> Optional[Path]:
     """The real (not symlinked) run directory <scale>/<experiment>/<name> whose config_hash is `chash`."""
     for path in sorted(scale_root.glob(f"*/*/{HASH_FILE}")):
         run = path.parent
-        if run.is_symlink() or run.resolve() == other_than.resolve():
+        if run.is_symlink() or (other_than is not None and run.resolve() == other_than.resolve()):
             continue
         try:
             if path.read_text().strip() == chash:
