@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Optional
 
 import pandas as pd
+import yaml
 
 from analysis.collect import load_config, summarize
 from analysis.tables import TableResult, _out_dir, fmt, footer, markdown, write
@@ -28,11 +29,31 @@ def budget_lrs(table: str, scale: str) -> dict[str, float]:
     return {}
 
 
+def swept_lr(table: str) -> Optional[float]:
+    """The one train.lr a table of conf/tables/ sweeps (rank_scaling_rs: the rate its search chose), else None."""
+    for path in sorted((REPO / "conf" / "tables").glob("*.yaml")):
+        spec = (yaml.safe_load(path.read_text()).get("tables") or {}).get(table)  # keys hold dots: no OmegaConf
+        if spec is not None:
+            value = (spec.get("sweep") or {}).get("train.lr")
+            return float(value) if value is not None and "," not in str(value) else None
+    return None
+
+
+def _method_label(method, scaling) -> str:
+    return f"{method} alpha/sqrt(r)" if scaling == "rs" else method
+
+
 def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: Optional[Path] = None,
-              results: Optional[Path] = None) -> TableResult:
+              results: Optional[Path] = None, used_by: Optional[str] = None) -> TableResult:
+    """`used_by`: the table whose rate the search sets, when it is not `table` (it sweeps that rate as train.lr)."""
     name = f"{table}_lr"
     runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
+    if not runs.empty:
+        scaling = runs["scaling"] if "scaling" in runs else pd.Series(None, index=runs.index)
+        runs = runs.assign(method=[_method_label(m, s) for m, s in zip(runs["method"], scaling)])
     configured = budget_lrs(table, scale)
+    if used_by is not None:
+        configured = {m: swept_lr(used_by) for m in (runs["method"].unique() if not runs.empty else [])}
     by_accuracy = "m:val_accuracy" in runs.columns and runs["m:val_accuracy"].notna().any()
     key, label, scale_by, sign = (("val_accuracy", "val accuracy (%)", 100.0, 1.0) if by_accuracy
                                   else ("val_loss", "val loss", 1.0, -1.0))
@@ -54,7 +75,7 @@ def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: 
         body.append([rec["method"], f"{rec['lr']:g}", fmt(rec[key], 1 if by_accuracy else 3)
                      + (" ◀ best" if rec["best"] else ""),
                      fmt(rec["final_train_loss"], 3), "yes" if rec["in_budget"] else "", rec["other_runs"]])
-    header = ["method", "learning rate", label, "final train loss", f"used by {table}", "not counted"]
+    header = ["method", "learning rate", label, "final train loss", f"used by {used_by or table}", "not counted"]
     scored_on = "pairs held out of the training set" if by_accuracy else "the validation split"
     md = markdown(f"Learning-rate search for {table}: {label} on {scored_on}, scale `{scale}`",
                   header, body, footer(runs, scale))
@@ -78,4 +99,16 @@ def table3_lr(frame, scale, out_dir=None, results=None, experiments=None) -> Tab
     return lr_search(frame, scale, "table3", out_dir=out_dir, results=results)
 
 
-LR_TABLE_FUNCTIONS = {"table15_lr": table15_lr, "table2_lr": table2_lr, "table3_lr": table3_lr}
+def rank_scaling_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """alpha / sqrt(r)'s rate at r = 4 on MNLI train hold-outs, behind rank_scaling_rs (not a paper table)."""
+    return lr_search(frame, scale, "rank_scaling", out_dir=out_dir, results=results, used_by="rank_scaling_rs")
+
+
+def rank_scaling_e2e_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """alpha / sqrt(r)'s rate at r = 4 on E2E val_loss, behind rank_scaling_e2e_rs (not a paper table)."""
+    return lr_search(frame, scale, "rank_scaling_e2e", out_dir=out_dir, results=results,
+                     used_by="rank_scaling_e2e_rs")
+
+
+LR_TABLE_FUNCTIONS = {"table15_lr": table15_lr, "table2_lr": table2_lr, "table3_lr": table3_lr,
+                      "rank_scaling_lr": rank_scaling_lr, "rank_scaling_e2e_lr": rank_scaling_e2e_lr}

@@ -1,7 +1,8 @@
 """Tables of the studies beyond the paper (conf/tables/: rank_scaling), built like the paper's from run directories.
 
 rank_scaling (MNLI, MiniLM) and rank_scaling_e2e (E2E, SmolLM2: Table 18's setting): LoRA's rank r under alpha / r
-(the paper), alpha / sqrt(r) (rsLoRA) and LoRA+ (B at a larger rate), at one learning rate tuned for a small rank.
+(the paper), alpha / sqrt(r) (rsLoRA) and LoRA+ (B at a larger rate), at alpha / r's learning rate (tuned at a
+small rank) and, for alpha / sqrt(r), also at its own rate tuned at r = 4 (the `_lr` searches).
 One row per variant, one column per rank: dev accuracy or test BLEU (mean over seeds) and the final training loss,
 in the same tidy columns as the paper tables (the claims ledger reads them).
 """
@@ -15,22 +16,31 @@ from analysis.collect import summarize
 from analysis.tables import DASH, TableResult, _out_dir, fmt, footer, markdown, write
 
 
-def _variant(scaling, lr_ratio_b) -> str:
+OWN_RATE = "own rate"  # a variant run at a rate tuned for it (rank_scaling_rs), not at alpha / r's
+
+
+def _variant(scaling, lr_ratio_b, own_rate: bool) -> str:
     base = "alpha/sqrt(r)" if scaling == "rs" else "alpha/r"
     ratio = float(lr_ratio_b) if lr_ratio_b is not None and not pd.isna(lr_ratio_b) else 1.0
-    return base if ratio == 1.0 else f"{base}, LoRA+ (B x{ratio:g})"
+    base = base if ratio == 1.0 else f"{base}, LoRA+ (B x{ratio:g})"
+    return f"{base}, {OWN_RATE}" if own_rate else base
 
 
 def _rank_table(name: str, metric: str, what: str, frame, scale, out_dir=None, results=None) -> TableResult:
-    """`metric` (a final.json key, x100 for accuracies) and the final training loss against r, per scaling rule."""
+    """`metric` (a final.json key, x100 for accuracies) and the final training loss against r, per scaling rule
+    and learning rate: alpha / r's rate is the one its runs share; a variant at another rate is its `own rate`."""
     runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
     factor = 100.0 if metric.endswith("accuracy") else 1.0
     tidy, body = [], []
     if not runs.empty:
-        runs = runs.assign(variant=[_variant(s, b) for s, b in zip(runs["scaling"], runs["lr_ratio_b"])])
+        lrs = pd.to_numeric(runs["lr"], errors="coerce")
+        standard_lr = lrs[runs["scaling"].ne("rs")].mode()
+        own = lrs.ne(standard_lr.iloc[0]) if not standard_lr.empty else pd.Series(False, index=runs.index)
+        runs = runs.assign(variant=[_variant(s, b, o) for s, b, o in zip(runs["scaling"], runs["lr_ratio_b"], own)])
         ranks = sorted({int(r) for r in runs["r"]})
         for variant, group in runs.groupby("variant", sort=True):
-            line = [variant]
+            rates = ", ".join(f"{x:g}" for x in sorted(set(pd.to_numeric(group["lr"], errors="coerce").dropna())))
+            line = [variant, rates]
             for r in ranks:
                 ok = group[(group["r"] == r) & (group["status"] == "success")]
                 value, std, n = summarize(ok.get(f"m:{metric}", pd.Series(dtype=float)) * factor)
@@ -38,13 +48,14 @@ def _rank_table(name: str, metric: str, what: str, frame, scale, out_dir=None, r
                 eval_n = (int(pd.to_numeric(ok["eval_n"], errors="coerce").min())
                           if "eval_n" in ok and ok["eval_n"].notna().any() else None)
                 tidy.append({"table": name, "scale": scale, "row": variant, "column": f"r={r}", "ours_mean": value,
-                             "ours_std": std, "n_seeds": n, "eval_n": eval_n, "final_train_loss": loss})
+                             "ours_std": std, "n_seeds": n, "eval_n": eval_n, "final_train_loss": loss, "lr": rates})
                 line.append(DASH if value is None else f"{fmt(value, 1)} (loss {fmt(loss, 3)}, n={n})")
             body.append(line)
-        header = ["scaling", *[f"r={r}" for r in ranks]]
+        header = ["scaling", "learning rate", *[f"r={r}" for r in ranks]]
     else:
         header = ["scaling"]
-    title = f"LoRA's rank under alpha / r, alpha / sqrt(r) and LoRA+ at one learning rate ({what}), scale `{scale}`"
+    title = (f"LoRA's rank under alpha / r, alpha / sqrt(r) and LoRA+, each at a rate tuned at a small rank "
+             f"({what}), scale `{scale}`")
     md = markdown(title, header, body, footer(runs, scale))
     tidy_frame = pd.DataFrame(tidy)
     paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
@@ -61,4 +72,34 @@ def rank_scaling_e2e(frame, scale, out_dir=None, results=None, experiments=None)
     return _rank_table("rank_scaling_e2e", "eval_BLEU", "E2E test BLEU", frame, scale, out_dir, results)
 
 
-STUDY_TABLE_FUNCTIONS = {"rank_scaling": rank_scaling, "rank_scaling_e2e": rank_scaling_e2e}
+def grouped_batches(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """MNLI-m dev accuracy with random against length-grouped training batches, per method (issue 19)."""
+    name = "grouped_batches"
+    runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
+    tidy, body = [], []
+    if not runs.empty:
+        group = pd.to_numeric(runs["group_by_length"], errors="coerce").fillna(0).astype(int)
+        runs = runs.assign(batches=["random" if g == 0 else f"length-grouped ({g} batches)" for g in group])
+        methods = sorted(runs["method"].unique())
+        for batches, rows in runs.groupby("batches", sort=False):
+            line = [batches]
+            for method in methods:
+                ok = rows[rows["method"].eq(method) & rows["status"].eq("success")]
+                value, std, n = summarize(ok.get("m:eval_accuracy", pd.Series(dtype=float)) * 100.0)
+                tidy.append({"table": name, "scale": scale, "row": batches, "column": method, "ours_mean": value,
+                             "ours_std": std, "n_seeds": n})
+                line.append(DASH if value is None else f"{fmt(value, 1)} ± {fmt(std, 1)} (n={n})")
+            body.append(line)
+        header = ["training batches", *methods]
+    else:
+        header = ["training batches"]
+    md = markdown(f"Random against length-grouped training batches (MNLI-m dev accuracy, %), scale `{scale}`",
+                  header, body, footer(runs, scale) + "\n\nSpeed: `results/bench/table_runs.md` (the runs here "
+                  "ran on machines shared with other runs, so their wall times are not a comparison).")
+    tidy_frame = pd.DataFrame(tidy)
+    paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
+    return TableResult(name, tidy_frame, md, paths)
+
+
+STUDY_TABLE_FUNCTIONS = {"rank_scaling": rank_scaling, "rank_scaling_e2e": rank_scaling_e2e,
+                         "grouped_batches": grouped_batches}

@@ -2,12 +2,14 @@
 
     python -m benchmarks.table_runs [--rows table15:lora_qv_r8,table3:lora_qv_r4_a32] [--impls ours,peft]
                                     [--threads 2] [--out results/bench]      # -> table_runs.{json,md}
+    python -m benchmarks.table_runs --impls ours,grouped,peft --threads 1
 
 Each (row, implementation) is one real run of `python -m experiments.train experiment=<table> row=<row>
 scale=local` in this process, into a temporary results folder: the same data, loop, evaluation and decoding.
 Timers wrap the loop's phases from outside (no code in experiments/ knows it is timed): data (collating a batch),
 forward (the job's loss), backward, optimizer (clipping and the AdamW step), checkpoints (writing them), and the
 final evaluation (dev metrics; for generation also val_loss, decoding and scoring, from the job's own timing).
+`grouped`: ours with train.group_by_length=50 (length-grouped batches, issue 19), the row otherwise unchanged.
 `peft`: PEFT's LoRA (peft.inject_adapter_in_model) on the same modules, rank, alpha and dropout, with the same task
 head trained, through the same loop; its run directory gets no base weights (they are our LoRA's ΔW-vs-W files).
 One measurement per cell on a shared machine: compare ratios measured together, not across machines.
@@ -24,6 +26,7 @@ from pathlib import Path
 from unittest import mock
 
 REPO = Path(__file__).resolve().parents[1]
+IMPLS = {"ours": [], "grouped": ["train.group_by_length=50"], "peft": []}  # impl -> its extra overrides
 PHASES = ("data", "forward", "backward", "optimizer", "checkpoints", "mid-run evaluation", "final evaluation")
 
 
@@ -80,6 +83,8 @@ def run_row(table: str, row: str, impl: str, threads: int, scale: str = "local")
     from experiments import loop, precision, schemas, train
     from experiments.rundir import RunDir
 
+    if impl not in IMPLS:
+        raise ValueError(f"unknown implementation {impl!r}; known: {', '.join(IMPLS)}")
     schemas.register()
     timer = _Timed()
     real_setup, real_make_job, real_save = precision.setup, train.make_job, RunDir.save_checkpoint
@@ -103,7 +108,7 @@ def run_row(table: str, row: str, impl: str, threads: int, scale: str = "local")
         with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
             cfg = compose(config_name="config", overrides=[
                 f"experiment={table}", f"row={row}", f"scale={scale}", "logger=none", f"train.threads={threads}",
-                f"results_dir={tmp}"])
+                f"results_dir={tmp}", *IMPLS[impl]])
         t0 = time.perf_counter()
         final = train.run(cfg, run_dir=Path(tmp) / "run")
         wall = time.perf_counter() - t0
@@ -138,10 +143,15 @@ def markdown(results: list[dict], machine: dict) -> str:
         lines.append(f"| {r['table']} / {r['row']} | {r['impl']} | {r['wall_s']:.0f} | {r['examples_per_s']:.2f} | "
                      + " | ".join(f"{100 * shares.get(p, 0.0):.0f}%" for p in PHASES) + f" | {100 * other:.0f}% |")
     by = {(r["table"], r["row"], r["impl"]): r for r in results}
-    ratios = [f"- {t} / {row}: ours / PEFT examples/s {by[(t, row, 'ours')]['examples_per_s'] / by[(t, row, 'peft')]['examples_per_s']:.2f}, "
-              f"wall {by[(t, row, 'ours')]['wall_s'] / by[(t, row, 'peft')]['wall_s']:.2f}"
-              for (t, row, impl) in by if impl == "ours" and (t, row, "peft") in by]
-    return "\n".join(lines + [""] + ratios) + "\n"
+    ratios = [f"- {t} / {row}: {impl} / {base} examples/s {by[(t, row, impl)]['examples_per_s'] / by[(t, row, base)]['examples_per_s']:.2f}, "
+              f"wall {by[(t, row, impl)]['wall_s'] / by[(t, row, base)]['wall_s']:.2f}"
+              for (t, row, impl) in by for base in ("peft", "ours")
+              if impl != base and (t, row, base) in by and not (impl == "peft" and base == "ours")]
+    metrics = [f"- {r['table']} / {r['row']} ({r['impl']}): "
+               + ", ".join(f"{k} {v:.4g}" for k, v in sorted(r["metrics"].items()) if k.startswith(("eval_", "val_")))
+               for r in results]
+    return "\n".join(lines + [""] + ratios + ["", "Results of each run (one seed: equal within seed noise, not "
+                                                "bit-equal, when batches differ):"] + metrics) + "\n"
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -62,6 +62,9 @@ class ClassificationJob:
     def batch(self, idx):
         return data.collate(self.train_set, idx, self.pad_id)
 
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.train_set.features]
+
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         return model(**distributed.to_device(batch, model)).loss
 

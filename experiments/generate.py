@@ -190,6 +190,9 @@ class GenerationJob:
     def batch(self, idx: Sequence[int]) -> dict[str, torch.Tensor]:
         return data.collate_lm(self.train_set, idx, self.pad_id)
 
+    def lengths(self) -> list[int]:
+        return [len(f["input_ids"]) for f in self.train_set.features]
+
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return forward_loss(model, batch, self.cfg.train.label_smoothing)
 

@@ -104,19 +104,35 @@ def plan_warmup(train_cfg, total: int, requested: int) -> tuple[int, list[str]]:
 
 
 class Order:
-    """Micro-batch m -> the example indices it holds (see the module docstring)."""
+    """Micro-batch m -> the example indices it holds (see the module docstring). With `lengths` and `group` > 0
+    (train.group_by_length) each epoch's permutation is cut into groups of `group` batches, each group sorted by
+    length (longest first) and cut into batches, and the epoch's batches shuffled with the same generator."""
 
-    def __init__(self, n: int, batch_size: int, seed: int):
+    def __init__(self, n: int, batch_size: int, seed: int, lengths: Optional[list[int]] = None, group: int = 0):
         self.n, self.batch_size, self.seed = n, batch_size, seed
+        self.lengths, self.group = (lengths, group) if group > 0 and lengths is not None else (None, 0)
         self.per_epoch = math.ceil(n / batch_size)
-        self._epoch, self._perm = -1, None
+        self._epoch, self._batches = -1, None
+
+    def _epoch_batches(self, epoch: int) -> list[list[int]]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # own generator: dropout RNG untouched
+        perm, b = torch.randperm(self.n, generator=g).tolist(), self.batch_size
+        if not self.group:
+            return [perm[i:i + b] for i in range(0, self.n, b)]
+        batches, span = [], self.group * b
+        for start in range(0, self.n, span):
+            chunk = sorted(perm[start:start + span], key=lambda i: -self.lengths[i])
+            batches += [chunk[i:i + b] for i in range(0, len(chunk), b)]
+        # the short remainder batch keeps the last position, as without grouping (every other batch is full)
+        full = [x for x in batches if len(x) == b]
+        rest = [x for x in batches if len(x) < b]
+        return [full[i] for i in torch.randperm(len(full), generator=g).tolist()] + rest
 
     def batch(self, m: int) -> list[int]:
         epoch, pos = divmod(m, self.per_epoch)
         if epoch != self._epoch:
-            g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)  # own generator: dropout RNG untouched
-            self._epoch, self._perm = epoch, torch.randperm(self.n, generator=g).tolist()
-        return self._perm[pos * self.batch_size:(pos + 1) * self.batch_size]
+            self._epoch, self._batches = epoch, self._epoch_batches(epoch)
+        return self._batches[pos]
 
 
 def build_optimizer(model: nn.Module, train_cfg, total: int, warmup: int, lr_ratio_b: float = 1.0):
@@ -156,6 +172,8 @@ class Job(Protocol):
     def __len__(self) -> int: ...  # training examples
 
     def batch(self, idx: list[int]) -> dict[str, torch.Tensor]: ...  # a collated training batch (on the CPU)
+
+    def lengths(self) -> list[int]: ...  # each training example's length in tokens (train.group_by_length)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor: ...  # the mean loss
 
@@ -210,7 +228,8 @@ def train(model: nn.Module, job: Job, cfg, run: RunDir, tracker, config_hash: st
     total, _, deviations = plan_steps(len(job), tc, cfg.scale, job.max_steps_cap)
     warmup, warmup_deviations = plan_warmup(tc, total, requested_steps(len(job), tc)[0])
     deviations += job.deviations + warmup_deviations
-    order = Order(len(job), tc.batch_size, cfg.seed)
+    order = Order(len(job), tc.batch_size, cfg.seed, job.lengths() if tc.group_by_length else None,
+                  tc.group_by_length)
     optimizer, scheduler = build_optimizer(model, tc, total, warmup, cfg.method.lr_ratio_b)
     prec = precision.setup(tc, next(model.parameters()).device, cfg.scale.name)
     trainable = {n: p for n, p in model.named_parameters() if p.requires_grad}

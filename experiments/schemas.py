@@ -99,6 +99,10 @@ class TrainConfig:
     # a key of the mid-run evaluation (val_loss: lower is better, others higher): the final evaluation and the
     # saved adapter use the parameters of the evaluation that scored best on it; "": the last step's
     select_best: str = ""
+    # issue 19: batches of similar length (less padding; local MNLI random batches are ~2x their real tokens):
+    # each epoch's shuffled order is cut into groups of this many batches, each group sorted by length, and the
+    # batches shuffled again. Which examples an epoch sees is unchanged, which share a batch is not. 0: off.
+    group_by_length: int = 0
 
 
 @dataclass
@@ -153,7 +157,8 @@ class Config:
 # Fields added after runs were recorded: hashed only when they differ from these defaults, so every earlier run
 # keeps its config hash (and its checkpoint, its shared directory) under the new schema.
 ADDED_LATER = {("model", "head_dropout"): None, ("train", "adam_eps"): 1e-8, ("train", "init_from"): "",
-               ("train", "eval_every_epoch"): False, ("task", "target_prefix"): "", ("train", "select_best"): ""}
+               ("train", "eval_every_epoch"): False, ("task", "target_prefix"): "", ("train", "select_best"): "",
+               ("train", "group_by_length"): 0}
 
 
 def recipe_value(field: str, *, _root_) -> Any:

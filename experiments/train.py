@@ -125,6 +125,9 @@ def validate(cfg: schemas.Config) -> None:
         raise ValueError(f"train.label_smoothing must be in [0, 1), got {t.label_smoothing}")
     if t.warmup_steps < 0:
         raise ValueError(f"train.warmup_steps must be >= 0, got {t.warmup_steps}")
+    if t.group_by_length < 0:
+        raise ValueError(f"train.group_by_length must be >= 0 (0: random batches; 50: groups of 50 batches sorted "
+                         f"by length), got {t.group_by_length}")
     if t.select_best and not (t.eval_every_epoch or t.eval_every > 0):
         raise ValueError(f"train.select_best={t.select_best!r} picks among mid-run evaluations, and there are none: "
                          "set train.eval_every_epoch=true or train.eval_every=<steps>")

@@ -388,23 +388,27 @@ def test_table2_cells_are_the_median_over_seeds(tmp_path):
 
 
 def test_rank_scaling_table_has_a_row_per_scaling_rule_and_a_column_per_rank(tmp_path):
-    """analysis/studies.py: alpha/r, alpha/sqrt(r) and LoRA+ rows, one column per r, mean accuracy over seeds."""
+    """analysis/studies.py: alpha/r, alpha/sqrt(r) and LoRA+ rows, one column per r, mean accuracy over seeds; a
+    variant at a rate other than alpha/r's is its own row ("own rate")."""
     import yaml as _yaml
 
     from analysis.studies import rank_scaling
 
     res = tmp_path / "results"
-    for scaling, ratio in (("standard", 1.0), ("rs", 1.0), ("standard", 16.0)):
+    for scaling, ratio, lr in (("standard", 1.0, 4e-3), ("rs", 1.0, 4e-3), ("standard", 16.0, 4e-3),
+                               ("rs", 1.0, 2e-3)):
         for r, acc in ((4, 0.50), (256, 0.40)):
             for seed in (0, 1):
-                d = make_run(res, "rank_scaling", f"{scaling},{ratio},{r},{seed}", r=r, seed=seed,
-                             metrics={"eval_accuracy": acc + 0.02 * seed, "train_loss": 0.9})
+                d = make_run(res, "rank_scaling", f"{scaling},{ratio},{lr},{r},{seed}", r=r, seed=seed,
+                             train={"lr": lr}, metrics={"eval_accuracy": acc + 0.02 * seed + lr, "train_loss": 0.9})
                 cfg = _yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
                 cfg["method"] |= {"scaling": scaling, "lr_ratio_b": ratio}
                 (d / ".hydra" / "config.yaml").write_text(_yaml.safe_dump(cfg))
     result = rank_scaling(collect(res, SCALE), SCALE, out_dir=tmp_path / "out")
     cells = result.cells.set_index(["row", "column"])
-    assert set(cells.index.get_level_values("row")) == {"alpha/r", "alpha/sqrt(r)", "alpha/r, LoRA+ (B x16)"}
-    assert cells.loc[("alpha/sqrt(r)", "r=256"), "ours_mean"] == pytest.approx(41.0)
+    assert set(cells.index.get_level_values("row")) == {"alpha/r", "alpha/sqrt(r)", "alpha/r, LoRA+ (B x16)",
+                                                        "alpha/sqrt(r), own rate"}
+    assert cells.loc[("alpha/sqrt(r)", "r=256"), "ours_mean"] == pytest.approx(41.4)
+    assert cells.loc[("alpha/sqrt(r), own rate", "r=256"), "ours_mean"] == pytest.approx(41.2)
     assert cells.loc[("alpha/r", "r=4"), "n_seeds"] == 2
-    assert "| alpha/r | 51.0 (loss 0.900, n=2) | 41.0 (loss 0.900, n=2) |" in result.markdown
+    assert "| alpha/r | 0.004 | 51.4 (loss 0.900, n=2) | 41.4 (loss 0.900, n=2) |" in result.markdown

@@ -154,6 +154,8 @@ CASES = [
                  r"o, mlp_in, mlp_out, mlp", id="target-role-the-model-lacks"),
     pytest.param(overrides("method=prefix_embed", "method.l_p=-1"), r"method\.l_p and method\.l_i must be >= 0 .*got "
                  r"l_p=-1, l_i=8; e\.g\. method\.l_p=8", id="prefix-length-negative"),
+    pytest.param(overrides("train.group_by_length=-1"), r"train\.group_by_length must be >= 0 \(0: random batches",
+                 id="group-by-length-negative"),
     # data
     pytest.param(overrides("task.n=10000"), r"n=10000 .*needs 10000 training pairs, but only \d+ are available "
                  r"\(offline subsets\); lower task\.n", id="mnli-n-larger-than-the-data"),

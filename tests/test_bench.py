@@ -74,16 +74,17 @@ def test_interleaved_timing_calls_each_configuration_warmup_plus_repeats_times()
 
 @pytest.mark.data
 def test_table_run_benchmark_times_every_phase_for_ours_and_peft(tmp_path, env):
-    """benchmarks.table_runs on a smoke-scale Table 15 row: both implementations train through the same loop, every
-    training phase gets time, the files are written (no assert on speed)."""
+    """benchmarks.table_runs on a smoke-scale Table 15 row: ours, ours with length-grouped batches and PEFT train
+    through the same loop, every training phase gets time, the files are written (no assert on speed)."""
     proc = subprocess.run([sys.executable, "-m", "benchmarks.table_runs", "--scale", "smoke", "--threads", "1",
-                           "--rows", "table15:lora_qv_r8", "--out", str(tmp_path)], cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=600)
+                           "--rows", "table15:lora_qv_r8", "--impls", "ours,grouped,peft", "--out", str(tmp_path)],
+                          cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     runs = json.loads((tmp_path / "table_runs.json").read_text())["runs"]
-    assert [r["impl"] for r in runs] == ["ours", "peft"]
+    assert [r["impl"] for r in runs] == ["ours", "grouped", "peft"]
     for r in runs:
         assert r["steps"] == 8 and r["examples_per_s"] > 0
         assert all(r["phases_s"][p] > 0 for p in ("data", "forward", "backward", "optimizer", "final evaluation"))
-    assert runs[0]["trainable"] == runs[1]["trainable"]  # the same adapter and head, counted alike
-    assert "ours / PEFT examples/s" in (tmp_path / "table_runs.md").read_text()
+    assert runs[0]["trainable"] == runs[1]["trainable"] == runs[2]["trainable"]  # the same adapter and head
+    page = (tmp_path / "table_runs.md").read_text()
+    assert "ours / peft examples/s" in page and "grouped / ours examples/s" in page

@@ -295,3 +295,32 @@ def test_select_best_finishes_on_the_parameters_of_the_best_evaluation(tmp_path)
     assert not torch.equal(job.seen[1], job.seen[2])  # training moved on after epoch 2
     _, tensors, state = run.load_checkpoint()
     assert state["best_step"] == 4 and torch.equal(tensors["best::weight"], job.seen[1])
+
+
+# ------------------------------------------------------------------------------------------- batch order
+def test_length_grouped_order_sees_every_example_once_an_epoch_with_less_padding():
+    """train.group_by_length: each epoch still holds every example once, in full batches (the short one last);
+    batches are near-uniform in length, so padding drops; epochs differ; without it the order is the plain one."""
+    import math
+    import random
+
+    from experiments.loop import Order
+
+    rng = random.Random(0)
+    lengths = [rng.randint(8, 128) for _ in range(1000)]
+    plain, grouped = Order(1000, 16, seed=3), Order(1000, 16, seed=3, lengths=lengths, group=50)
+    assert Order(1000, 16, seed=3, lengths=lengths, group=0).batch(5) == plain.batch(5)  # group 0: off
+
+    def padded(order, epoch):
+        batches = [order.batch(epoch * order.per_epoch + i) for i in range(order.per_epoch)]
+        assert sorted(i for b in batches for i in b) == list(range(1000))
+        assert all(len(b) == 16 for b in batches[:-1]) and len(batches[-1]) == 1000 % 16
+        return sum(max(lengths[i] for i in b) * len(b) for b in batches), batches
+
+    tokens = sum(lengths)
+    (plain_pad, _), (grouped_pad, e0), (_, e1) = padded(plain, 0), padded(grouped, 0), padded(grouped, 1)
+    assert plain_pad / tokens > 1.4 and grouped_pad / tokens < 1.1
+    assert e0 != e1 and math.ceil(1000 / 16) == grouped.per_epoch
+    # the batch order is shuffled too: the longest batches are not all at the start
+    firsts = [max(lengths[i] for i in b) for b in e0[:10]]
+    assert min(firsts) < 100
