@@ -54,8 +54,8 @@ def _rank_table(name: str, metric: str, what: str, frame, scale, out_dir=None, r
         header = ["scaling", "learning rate", *[f"r={r}" for r in ranks]]
     else:
         header = ["scaling"]
-    title = (f"LoRA's rank under alpha / r, alpha / sqrt(r) and LoRA+, each at a rate tuned at a small rank "
-             f"({what}), scale `{scale}`")
+    title = (f"LoRA's rank under alpha / r, alpha / sqrt(r) and LoRA+ at alpha / r's rate (tuned at a small rank), "
+             f"and alpha / sqrt(r) at its own rate tuned at r = 4 ({what}), scale `{scale}`")
     md = markdown(title, header, body, footer(runs, scale))
     tidy_frame = pd.DataFrame(tidy)
     paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)

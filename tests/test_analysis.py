@@ -412,3 +412,19 @@ def test_rank_scaling_table_has_a_row_per_scaling_rule_and_a_column_per_rank(tmp
     assert cells.loc[("alpha/sqrt(r), own rate", "r=256"), "ours_mean"] == pytest.approx(41.2)
     assert cells.loc[("alpha/r", "r=4"), "n_seeds"] == 2
     assert "| alpha/r | 0.004 | 51.4 (loss 0.900, n=2) | 41.4 (loss 0.900, n=2) |" in result.markdown
+
+
+def test_grouped_batches_table_has_a_row_per_batching_and_a_column_per_method(tmp_path):
+    """analysis/studies.py grouped_batches: random vs length-grouped batches, mean accuracy over seeds per method."""
+    from analysis.studies import grouped_batches
+
+    res = tmp_path / "results"
+    for group, acc in ((0, 0.45), (50, 0.46)):
+        for seed in (0, 1):
+            make_run(res, "grouped_batches", f"{group},{seed}", seed=seed, train={"group_by_length": group},
+                     metrics={"eval_accuracy": acc + 0.01 * seed})
+    result = grouped_batches(collect(res, SCALE), SCALE, out_dir=tmp_path / "out")
+    cells = result.cells.set_index(["row", "column"])
+    assert cells.loc[("random", "lora"), "ours_mean"] == pytest.approx(45.5)
+    assert cells.loc[("length-grouped (50 batches)", "lora"), "ours_mean"] == pytest.approx(46.5)
+    assert cells.loc[("random", "lora"), "n_seeds"] == 2
