@@ -61,7 +61,8 @@ CONFIG_COLUMNS: dict[str, tuple[str, ...]] = {
     "adapter_r": ("method.adapter_r",), "drop_layers": ("method.drop_layers",), "l_p": ("method.l_p",),
     "l_i": ("method.l_i",), "top_k": ("method.top_k",),
     "lr": ("train.lr",), "epochs": ("train.epochs",), "batch_size": ("train.batch_size",),
-    "max_steps": ("train.max_steps",), "group_by_length": ("train.group_by_length",), "seed": ("seed",), "experiment": ("experiment",), "scale": ("scale.name",),
+    "max_steps": ("train.max_steps",), "group_by_length": ("train.group_by_length",), "seed": ("seed",),
+    "experiment": ("experiment",), "scale": ("scale.name",),
 }
 # config keys under `task` that say how much data a run used (printed in table footers)
 DATA_SIZE_KEY = re.compile(r"^(n|max_[^.]*|[^.]*_examples|[^.]*_size|[^.]*_samples|limit[^.]*)$")  # top-level task keys

@@ -94,7 +94,7 @@ def grouped_batches(frame, scale, out_dir=None, results=None, experiments=None) 
     else:
         header = ["training batches"]
     md = markdown(f"Random against length-grouped training batches (MNLI-m dev accuracy, %), scale `{scale}`",
-                  header, body, footer(runs, scale) + "\n\nSpeed: `results/bench/table_runs.md` (the runs here "
+                  header, body, footer(runs, scale) + "\n\nSpeed: `results/bench/table_runs/` (the runs here "
                   "ran on machines shared with other runs, so their wall times are not a comparison).")
     tidy_frame = pd.DataFrame(tidy)
     paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)

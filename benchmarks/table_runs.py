@@ -1,8 +1,7 @@
 """End-to-end throughput of real table runs (issue 19): a whole local-scale run, timed by phase, ours against PEFT.
 
-    python -m benchmarks.table_runs [--rows table15:lora_qv_r8,table3:lora_qv_r4_a32] [--impls ours,peft]
-                                    [--threads 2] [--out results/bench]      # -> table_runs.{json,md}
-    python -m benchmarks.table_runs --impls ours,grouped,peft --threads 1
+    python -m benchmarks.table_runs [--rows table15:lora_qv_r8,table3:lora_qv_r4_a32] [--impls ours,grouped,peft]
+                                    [--threads 2] [--out results/bench/table_runs]      # -> table_runs.{json,md}
 
 Each (row, implementation) is one real run of `python -m experiments.train experiment=<table> row=<row>
 scale=local` in this process, into a temporary results folder: the same data, loop, evaluation and decoding.
@@ -159,10 +158,10 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", default="table15:lora_qv_r8,table3:lora_qv_r4_a32")
-    parser.add_argument("--impls", default="ours,peft")
+    parser.add_argument("--impls", default=",".join(IMPLS))
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--scale", default="local", help="smoke: a check of the harness in seconds")
-    parser.add_argument("--out", default=str(REPO / "results" / "bench"))
+    parser.add_argument("--out", default=str(REPO / "results" / "bench" / "table_runs"))
     args = parser.parse_args(argv)
     results = []
     for spec in args.rows.split(","):
