@@ -14,29 +14,33 @@ from typing import Optional
 import pandas as pd
 import yaml
 
-from analysis.collect import load_config, summarize
+from analysis.collect import summarize
 from analysis.tables import TableResult, _out_dir, fmt, footer, markdown, write
 
 REPO = Path(__file__).resolve().parents[1]
 
 
+def _study_of(table: str) -> tuple[dict, dict]:
+    """(the study file of conf/tables/ that declares `table`, that table's entry), ({}, {}) when none does. Read as
+    plain YAML: sweep keys hold dots, and interpolations stay as written."""
+    for path in sorted((REPO / "conf" / "tables").glob("*.yaml")):
+        study = yaml.safe_load(path.read_text()) or {}
+        spec = (study.get("tables") or {}).get(table)
+        if spec is not None:
+            return study, spec
+    return {}, {}
+
+
 def budget_lrs(table: str, scale: str) -> dict[str, float]:
     """lr_by_method at `scale` of the study file (conf/tables/) that declares `table`, {} when there is none."""
-    for path in sorted((REPO / "conf" / "tables").glob("*.yaml")):
-        study = load_config(path)
-        if table in (study.get("tables") or {}):
-            return dict(((study.get("scales") or {}).get(scale) or {}).get("lr_by_method") or {})
-    return {}
+    study, _ = _study_of(table)
+    return dict(((study.get("scales") or {}).get(scale) or {}).get("lr_by_method") or {})
 
 
 def swept_lr(table: str) -> Optional[float]:
     """The one train.lr a table of conf/tables/ sweeps (rank_scaling_rs: the rate its search chose), else None."""
-    for path in sorted((REPO / "conf" / "tables").glob("*.yaml")):
-        spec = (yaml.safe_load(path.read_text()).get("tables") or {}).get(table)  # keys hold dots: no OmegaConf
-        if spec is not None:
-            value = (spec.get("sweep") or {}).get("train.lr")
-            return float(value) if value is not None and "," not in str(value) else None
-    return None
+    value = (_study_of(table)[1].get("sweep") or {}).get("train.lr")
+    return float(value) if value is not None and "," not in str(value) else None
 
 
 def _method_label(method, scaling) -> str:
@@ -51,9 +55,8 @@ def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: 
     if not runs.empty:
         scaling = runs["scaling"] if "scaling" in runs else pd.Series(None, index=runs.index)
         runs = runs.assign(method=[_method_label(m, s) for m, s in zip(runs["method"], scaling)])
-    configured = budget_lrs(table, scale)
-    if used_by is not None:
-        configured = {m: swept_lr(used_by) for m in (runs["method"].unique() if not runs.empty else [])}
+    configured = budget_lrs(table, scale) if used_by is None else \
+        {m: swept_lr(used_by) for m in (runs["method"].unique() if not runs.empty else [])}
     by_accuracy = "m:val_accuracy" in runs.columns and runs["m:val_accuracy"].notna().any()
     key, label, scale_by, sign = (("val_accuracy", "val accuracy (%)", 100.0, 1.0) if by_accuracy
                                   else ("val_loss", "val loss", 1.0, -1.0))

@@ -142,10 +142,11 @@ def markdown(results: list[dict], machine: dict) -> str:
         lines.append(f"| {r['table']} / {r['row']} | {r['impl']} | {r['wall_s']:.0f} | {r['examples_per_s']:.2f} | "
                      + " | ".join(f"{100 * shares.get(p, 0.0):.0f}%" for p in PHASES) + f" | {100 * other:.0f}% |")
     by = {(r["table"], r["row"], r["impl"]): r for r in results}
+    pairs = (("ours", "peft"), ("grouped", "peft"), ("grouped", "ours"))  # (measured, against)
     ratios = [f"- {t} / {row}: {impl} / {base} examples/s {by[(t, row, impl)]['examples_per_s'] / by[(t, row, base)]['examples_per_s']:.2f}, "
               f"wall {by[(t, row, impl)]['wall_s'] / by[(t, row, base)]['wall_s']:.2f}"
-              for (t, row, impl) in by for base in ("peft", "ours")
-              if impl != base and (t, row, base) in by and not (impl == "peft" and base == "ours")]
+              for (t, row, _) in dict.fromkeys((t, row, None) for t, row, _ in by)
+              for impl, base in pairs if (t, row, impl) in by and (t, row, base) in by]
     metrics = [f"- {r['table']} / {r['row']} ({r['impl']}): "
                + ", ".join(f"{k} {v:.4g}" for k, v in sorted(r["metrics"].items()) if k.startswith(("eval_", "val_")))
                for r in results]

@@ -63,7 +63,7 @@ class ClassificationJob:
         return data.collate(self.train_set, idx, self.pad_id)
 
     def lengths(self) -> list[int]:
-        return [len(f["input_ids"]) for f in self.train_set.features]
+        return data.token_lengths(self.train_set)
 
     def loss(self, model: nn.Module, batch) -> torch.Tensor:
         return model(**distributed.to_device(batch, model)).loss

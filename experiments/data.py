@@ -198,6 +198,11 @@ def collate(enc: Encoded, idx: Sequence[int], pad_id: int) -> dict[str, torch.Te
     return batch
 
 
+def token_lengths(enc) -> list[int]:
+    """Each example's length in tokens (Encoded or LMEncoded): what train.group_by_length sorts by."""
+    return [len(f["input_ids"]) for f in enc.features]
+
+
 def eval_batches(enc: Encoded, batch_size: int) -> list[list[int]]:
     """Index batches sorted by length (less padding, same metrics: order does not change them)."""
     order = sorted(range(len(enc)), key=lambda i: len(enc.features[i]["input_ids"]))

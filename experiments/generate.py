@@ -191,7 +191,7 @@ class GenerationJob:
         return data.collate_lm(self.train_set, idx, self.pad_id)
 
     def lengths(self) -> list[int]:
-        return [len(f["input_ids"]) for f in self.train_set.features]
+        return data.token_lengths(self.train_set)
 
     def loss(self, model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return forward_loss(model, batch, self.cfg.train.label_smoothing)

@@ -8,9 +8,9 @@ into it. Off a terminal (SLURM, nohup) there is no progress bar: a line every `t
 the log (Hydra's train.log and stdout) instead.
 
 Data order is a pure function of (seed, epoch): micro-batch m of the run is batch m % B of the permutation of
-epoch m // B (B batches per epoch; with train.group_by_length, of the epoch's length-grouped batches, see Order). A resumed run recomputes it and continues at micro-batch step * grad_accum,
-so, with the optimizer, scheduler and RNG states restored from the checkpoint, it ends exactly where an
-uninterrupted run ends (on CPU, same thread count).
+epoch m // B (B batches per epoch; with train.group_by_length, of the epoch's length-grouped batches, see Order).
+A resumed run recomputes it and continues at micro-batch step * grad_accum, so, with the optimizer, scheduler and
+RNG states restored from the checkpoint, it ends exactly where an uninterrupted run ends (on CPU, same threads).
 
 Under torchrun each rank trains on its slice of every micro-batch (experiments/distributed.py); rank 0 alone
 evaluates and writes the run directory.
