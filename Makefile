@@ -57,8 +57,11 @@ $(TABLES): setup models  ## a table's sweep at SCALE (default local; finished ru
 	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE) $(LAUNCH)
 	$(PY) -m analysis tables --scale $(SCALE) --table $@
 
-figures: setup  ## the paper's figures from the run directories at SCALE -> results/figures/<scale>/
+figures: setup models  ## the paper's figures (and Table 7) from the run directories at SCALE -> results/figures/<scale>/
+	# W0 under the committed adapters, rebuilt from the package models (the repository does not hold it)
+	$(PY) -m experiments.base_weights --missing results/runs/$(SCALE)
 	$(PY) -m analysis figures --scale $(SCALE)
+	$(PY) -m analysis tables --scale $(SCALE) --table table7
 
 notebook: setup $(VENV)/.installed-notebook  ## notebooks/figures.ipynb in JupyterLab at SCALE ([notebook] extra)
 	LORA_SCALE=$(SCALE) $(PY) -m jupyterlab $(if $(filter 0,$(shell id -u)),--allow-root,) $(JUPYTER_ARGS) \

@@ -299,6 +299,29 @@ def _flat_in_r(table: str, rows: tuple[str, ...], column: str) -> Callable[[Evid
     return decide
 
 
+def _above(table: str, row: str, column: str, level: float, label: str) -> Callable[["Evidence"], list[Part]]:
+    """A cell above a fixed level (A > B with B a constant): the interval of cell − level above 0."""
+    def decide(ev: Evidence) -> list[Part]:
+        c = ev.cell(table, row, column)
+        e = cell_estimate(c, column) if c is not None else Estimate(None, None, "no run")
+        est = Estimate(None if e.value is None else e.value - level, e.half, e.basis)
+        return [Part(label, f"{table}: {row} {column} − {level:g}", est, *rule_greater(est))]
+    return decide
+
+
+def _rows_differ(table: str, a_row: str, a_col: str, b_row: str, b_col: str, label: str):
+    """table[a_row, a_col] − table[b_row, b_col] > 0 (Table 7: quantities are columns, ranks are rows)."""
+    def decide(ev: Evidence) -> list[Part]:
+        a, b = ev.cell(table, a_row, a_col), ev.cell(table, b_row, b_col)
+        est = difference(cell_estimate(a, a_col), cell_estimate(b, b_col)) if a is not None and b is not None \
+            else Estimate(None, None, "a cell has no run")
+        return [Part(label, f"{table}: {a_row} {a_col} − {b_row} {b_col}", est, *rule_greater(est))]
+    return decide
+
+
+SUBSPACE = "subspace_similarity"  # analysis/tables.py: φ(1, 1) of Figures 3 and 4, one row per comparison
+
+
 CLAIMS: tuple[Claim, ...] = (
     Claim("lora-ft-glue", "LoRA matches full fine-tuning on GLUE with a fraction of the trainable parameters",
           "Section 5.2, Table 2", "A ≈ B per task (margin 2 points), combined over tasks",
@@ -344,6 +367,26 @@ CLAIMS: tuple[Claim, ...] = (
                                                                 rule_equivalent)),
                   _named("W_q: r=8 − r=1", _compare_columns("table6", "MultiNLI W_q", "r=8", "r=1", rule_greater))),
           "seeds at r = 1 and r = 8"),
+    # Section 7: rules written 2026-12-03, before the subspace tables of the rerun MNLI adapters were read
+    Claim("directions-shared", "The top direction of A is shared between r = 8 and r = 64 (φ > 0.5), and between "
+          "two seeds' r = 64 more than between random matrices", "Section 7.2, Figures 3 and 4",
+          "A > B: φ(1, 1) (mean over layers, then over seeds) − 0.5 for r=8 vs r=64 of one seed; φ(1, 1) of two "
+          "seeds' A_r=64 − that of Gaussian A of the same shapes (the seed pairs share runs: that interval is "
+          "narrower than independent pairs would give)",
+          _all_of(*(_above(SUBSPACE, f"ΔW_{w}: A_r=8 vs A_r=64, same seed", "φ(1,1)", 0.5, f"W_{w}: r=8 vs r=64")
+                    for w in "qv"),
+                  *(_rows_differ(SUBSPACE, f"ΔW_{w}: A_r=64 seed a vs seed b", "φ(1,1)",
+                                 f"random: A_r=64 vs A_r=64", "φ(1,1)", f"W_{w}: seed vs seed") for w in "qv")),
+          "seeds (3 per rank), training past 94 steps: A moves little from its random init by then"),
+    Claim("delta-w-amplifies", "ΔW correlates with W more than a random matrix does, does not repeat W's top "
+          "directions, and amplifies its own by a larger factor at a small rank", "Section 7.3, Table 7, H.4",
+          "A > B: at r=4 ‖UᵀW_qVᵀ‖_F with U, V of ΔW_q − with those of a random matrix; with W_q's own top 4 − "
+          "with ΔW_q's; the amplification factor at r=4 − at r=64",
+          _all_of(_rows_differ("table7", "r=4", "delta", "r=4", "random", "r=4: ΔW_q − random"),
+                  _rows_differ("table7", "r=4", "w", "r=4", "delta", "r=4: W_q's top − ΔW_q"),
+                  _rows_differ("table7", "r=4", "amplification", "r=64", "amplification",
+                               "amplification r=4 − r=64")),
+          "seeds at r = 4 and r = 64 with their adapters"),
     # beyond the paper (issue 20); rule written before the rank_scaling runs were read
     Claim("rslora-large-r", "With alpha / r, a large rank learns slower at a rate tuned for a small one; alpha / sqrt(r) "
           "removes it (rsLoRA)", "Kalajdzievski 2023; rank_scaling study",

@@ -5,6 +5,10 @@ the adapter file holds only A and B. The runner writes this file at the end of e
 it did (their config is in `.hydra/config.yaml`), write it afterwards:
 
     python -m experiments.base_weights results/runs/local/table15/row=lora_qv_r64,seed=0 [more run dirs ...]
+    python -m experiments.base_weights --missing results/runs/local   # every committed adapter without its W0
+
+The repository commits the LoRA adapters the subspace analysis reads, never this file (7–12 MB a run): `make
+figures` rebuilds it from the package model with `--missing`.
 
 Keys are `<module>.weight` in the model's own layout (nn.Linear out × in, GPT-2's Conv1D in × out), as
 analysis/subspace.py reads them. About 1 MB per adapted 384 × 384 matrix in float32 (MiniLM: 12 MB for q, v).
@@ -15,6 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from torch import nn
 
 from lora.methods import get as method_of
@@ -46,7 +51,6 @@ def write_for_run(run_dir: str | Path) -> Path:
     """Rebuild a finished LoRA run's model from its saved config (weights from the model files, not the adapter)
     and write its base weights."""
     import torch
-    from omegaconf import OmegaConf
 
     import lora
     from experiments import schemas
@@ -66,11 +70,30 @@ def write_for_run(run_dir: str | Path) -> Path:
     return save(model, run_dir)
 
 
+def missing(root: Path) -> list[Path]:
+    """Finished LoRA runs under `root` (real directories, not links to them) with an adapter and no base weights."""
+    out = []
+    for adapter in sorted(Path(root).rglob("adapter.safetensors")):
+        run = adapter.parent
+        if run.is_symlink() or (run / FILE).exists() or not (run / "final.json").exists():
+            continue
+        config = OmegaConf.load(run / ".hydra" / "config.yaml")
+        if method_of(str(OmegaConf.select(config, "method.name"))).has_delta_w:
+            out.append(run)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run_dirs", nargs="+", type=Path)
+    parser.add_argument("run_dirs", nargs="*", type=Path)
+    parser.add_argument("--missing", type=Path, metavar="DIR",
+                        help="also every finished LoRA run under DIR whose adapter has no base weights beside it")
     args = parser.parse_args(argv)
-    for d in args.run_dirs:
+    if not args.run_dirs and args.missing is None:
+        parser.error("give run directories or --missing DIR")
+    if args.missing is not None and not args.missing.is_dir():
+        parser.error(f"{args.missing} is not a folder (the run directories are under results/runs/<scale>)")
+    for d in [*args.run_dirs, *(missing(args.missing) if args.missing is not None else [])]:
         print(write_for_run(d), flush=True)
     return 0
 

@@ -61,7 +61,15 @@ def run_name(override_dirname: str, seed) -> str:
     return f"{name.encode()[:MAX_NAME - 40].decode(errors='ignore')}...{digest},seed={seed}"
 
 
+def record_subdir(output_dir: str):
+    """hydra.output_subdir: where Hydra writes a job's config, `.hydra`, except into a finished run (its final.json
+    there: a rerun sweep, or a symlink to another table's equal run), whose record it would otherwise overwrite
+    with the later sweep's names before the run is skipped."""
+    return None if (Path(output_dir) / "final.json").exists() else ".hydra"
+
+
 OmegaConf.register_new_resolver("run_name", run_name, replace=True)
+OmegaConf.register_new_resolver("record_subdir", record_subdir, replace=True)
 schemas.register()
 
 

@@ -56,10 +56,11 @@ def test_cli_writes_every_file_then_skips(smoke, env, tmp_path):
     adapter = load_file(str(run / "adapter.safetensors"))
     assert adapter and all("lora_" in k or "classifier" in k or "pooler" in k for k in adapter)
 
-    before = (run / "final.json").read_text()
-    again = cli(smoke + ["seed=1"], env)
+    before = {p.name: p.read_bytes() for p in [run / "final.json", *(run / ".hydra").iterdir()]}
+    again = cli(smoke + ["seed=1", "train.threads=2"], env)  # the same folder (threads are not in its name)
     assert again.returncode == 0 and "skipping" in again.stdout
-    assert (run / "final.json").read_text() == before
+    # the finished record keeps its own config and overrides: Hydra writes no .hydra/ into a finished run
+    assert {p.name: p.read_bytes() for p in [run / "final.json", *(run / ".hydra").iterdir()]} == before
 
 
 def test_sigkill_then_resume_matches_uninterrupted(smoke, env, tmp_path):
@@ -200,7 +201,8 @@ def test_lora_run_saves_its_base_weights_and_they_can_be_rebuilt(smoke, env, tmp
     (run_dir / ".hydra").mkdir()
     (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose(smoke + ["method.targets=[q,v]"])))
     (run_dir / base_weights.FILE).unlink()
-    base_weights.write_for_run(run_dir)
+    assert base_weights.missing(tmp_path) == [run_dir]  # what `make figures` rebuilds in a fresh clone
+    assert base_weights.main(["--missing", str(tmp_path)]) == 0 and base_weights.missing(tmp_path) == []
     rebuilt = load_file(str(run_dir / base_weights.FILE))
     assert all(torch.equal(saved[k], rebuilt[k]) for k in saved)
 
@@ -236,6 +238,9 @@ def test_equal_configs_share_one_run_directory(smoke, env, tmp_path):
     assert alias.resolve() == real.resolve() and alias.name.startswith("method.alpha=8,method.r=4,")
     frame = collect(tmp_path / "results", "smoke")
     assert sorted(frame["override"]) == [alias.name, real.name] and set(frame["status"]) == {"success"}
+    record = (real / ".hydra" / "overrides.yaml").read_bytes()
+    assert cli(smoke + ["method.r=4", "method.alpha=8"], env).returncode == 0  # a rerun through the alias
+    assert (real / ".hydra" / "overrides.yaml").read_bytes() == record
 
     other = cli(smoke + ["method.r=2"], env)
     assert other.returncode == 0 and "sharing" not in other.stdout
