@@ -170,4 +170,49 @@ def figure8(frame, scale, out_dir: Optional[Path] = None, role: str = "q", layer
                                           f"{used_layer}")
 
 
-FIGURE_FUNCTIONS = {"figure3": figure3, "figure4": figure4, "figure8": figure8}
+def rank_scaling_subspace(frame, scale, out_dir: Optional[Path] = None, r1: int = 4, r2: int = 64, seed: int = 0,
+                          roles: tuple[str, ...] = ("q", "v")) -> FigureResult:
+    """Figure 3 for the variants of the rank_scaling study (issue 20): φ(A_{r1}, A_{r2}, i, j) of one seed, per
+    scaling rule and rate (alpha / r, alpha / sqrt(r), LoRA+), ΔW_q and ΔW_v, averaged over the layers."""
+    from analysis.studies import variants
+
+    out_dir = Path(out_dir or RESULTS / "figures" / scale)
+    runs = frame[frame["experiment"].eq("rank_scaling") & frame["scale"].eq(scale)] if not frame.empty else frame
+    runs = subspace.lora_runs(runs, roles=roles, seed=seed) if len(runs) else runs
+    if len(runs):
+        runs = runs.assign(variant=variants(runs))
+    panels = []  # (variant, role, grid)
+    for variant, group in (runs.groupby("variant", sort=True) if len(runs) else []):
+        by_r = {int(x["r"]): subspace.load_lora(Path(x["run_dir"]) / "adapter.safetensors")
+                for _, x in group.iterrows() if int(x["r"]) in (r1, r2)}
+        if len(by_r) < 2:
+            continue
+        for role in roles:
+            keys = sorted(k for k in set(by_r[r1]) & set(by_r[r2]) if k[1] == role)
+            grids = [subspace.phi_grid(subspace.lora_directions(by_r[r1][k].A), subspace.lora_directions(by_r[r2][k].A))
+                     for k in keys]
+            panels.append((variant, role, np.mean(grids, axis=0)))
+    if not panels:
+        return FigureResult("rank_scaling_subspace", (), "rank_scaling_subspace: needs rank_scaling runs with "
+                                                         f"adapters at r={r1} and r={r2}, seed {seed}, per variant")
+    names = sorted({v for v, _, _ in panels})
+    fig, axes = plt.subplots(len(names), len(roles), figsize=(4.2 * len(roles), 1.6 + 1.1 * len(names)),
+                             squeeze=False, layout="constrained")
+    for v, role, g in panels:
+        ax = axes[names.index(v)][roles.index(role)]
+        im = ax.imshow(g, vmin=0, vmax=1, cmap="viridis", aspect="auto", origin="upper",
+                       extent=(0.5, g.shape[1] + 0.5, g.shape[0] + 0.5, 0.5))
+        ax.set_title(f"{v}: ΔW_{role}, φ(1,1) = {g[0, 0]:.2f}", fontsize=8)
+        ax.set_ylabel(f"i (A_r={r1})", fontsize=7)
+    for ax in axes[-1]:
+        ax.set_xlabel(f"j (A_r={r2})", fontsize=8)
+    fig.colorbar(im, ax=axes, shrink=0.8, label="φ")
+    first = runs.iloc[0]
+    fig.suptitle(f"φ(A_r={r1}, A_r={r2}, i, j) per LoRA variant (mean over layers) — scale {scale}, {first['model']} "
+                 f"on {first['task']}, seed {seed}", fontsize=10)
+    paths = _save(fig, out_dir, "rank_scaling_subspace")
+    return FigureResult("rank_scaling_subspace", paths, f"rank_scaling_subspace: {', '.join(names)}")
+
+
+FIGURE_FUNCTIONS = {"figure3": figure3, "figure4": figure4, "figure8": figure8,
+                    "rank_scaling_subspace": rank_scaling_subspace}

@@ -43,20 +43,31 @@ def swept_lr(table: str) -> Optional[float]:
     return float(value) if value is not None and "," not in str(value) else None
 
 
-def _method_label(method, scaling) -> str:
-    return f"{method} alpha/sqrt(r)" if scaling == "rs" else method
+def _method_label(method, scaling, lr_ratio_b=None) -> str:
+    label = f"{method} alpha/sqrt(r)" if scaling == "rs" else method
+    ratio = 1.0 if lr_ratio_b is None or pd.isna(lr_ratio_b) else float(lr_ratio_b)
+    return label if ratio == 1.0 else f"{label} LoRA+ (B x{ratio:g})"
+
+
+def _used_by_rates(tables: tuple[str, ...]) -> dict[str, float]:
+    """method label -> the rate each of `tables` sweeps (rank_scaling_rs: alpha / sqrt(r)'s; _plus: LoRA+'s)."""
+    out = {}
+    for table in tables:
+        sweep = _study_of(table)[1].get("sweep") or {}
+        out[_method_label("lora", sweep.get("method.scaling"), sweep.get("method.lr_ratio_b"))] = swept_lr(table)
+    return out
 
 
 def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: Optional[Path] = None,
-              results: Optional[Path] = None, used_by: Optional[str] = None) -> TableResult:
-    """`used_by`: the table whose rate the search sets, when it is not `table` (it sweeps that rate as train.lr)."""
+              results: Optional[Path] = None, used_by: tuple[str, ...] = ()) -> TableResult:
+    """`used_by`: the tables whose rates the search sets, when they are not `table`'s lr_by_method (each sweeps
+    its rate as train.lr for one LoRA variant)."""
     name = f"{table}_lr"
     runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
     if not runs.empty:
-        scaling = runs["scaling"] if "scaling" in runs else pd.Series(None, index=runs.index)
-        runs = runs.assign(method=[_method_label(m, s) for m, s in zip(runs["method"], scaling)])
-    configured = budget_lrs(table, scale) if used_by is None else \
-        {m: swept_lr(used_by) for m in (runs["method"].unique() if not runs.empty else [])}
+        scaling, ratio = (runs[c] if c in runs else pd.Series(None, index=runs.index) for c in ("scaling", "lr_ratio_b"))
+        runs = runs.assign(method=[_method_label(*x) for x in zip(runs["method"], scaling, ratio)])
+    configured = _used_by_rates(used_by) if used_by else budget_lrs(table, scale)
     by_accuracy = "m:val_accuracy" in runs.columns and runs["m:val_accuracy"].notna().any()
     key, label, scale_by, sign = (("val_accuracy", "val accuracy (%)", 100.0, 1.0) if by_accuracy
                                   else ("val_loss", "val loss", 1.0, -1.0))
@@ -78,7 +89,8 @@ def lr_search(frame: pd.DataFrame, scale: str, table: str = "table15", out_dir: 
         body.append([rec["method"], f"{rec['lr']:g}", fmt(rec[key], 1 if by_accuracy else 3)
                      + (" ◀ best" if rec["best"] else ""),
                      fmt(rec["final_train_loss"], 3), "yes" if rec["in_budget"] else "", rec["other_runs"]])
-    header = ["method", "learning rate", label, "final train loss", f"used by {used_by or table}", "not counted"]
+    header = ["method", "learning rate", label, "final train loss", f"used by {', '.join(used_by) or table}",
+              "not counted"]
     scored_on = "pairs held out of the training set" if by_accuracy else "the validation split"
     md = markdown(f"Learning-rate search for {table}: {label} on {scored_on}, scale `{scale}`",
                   header, body, footer(runs, scale))
@@ -103,14 +115,17 @@ def table3_lr(frame, scale, out_dir=None, results=None, experiments=None) -> Tab
 
 
 def rank_scaling_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
-    """alpha / sqrt(r)'s rate at r = 4 on MNLI train hold-outs, behind rank_scaling_rs (not a paper table)."""
-    return lr_search(frame, scale, "rank_scaling", out_dir=out_dir, results=results, used_by="rank_scaling_rs")
+    """alpha / sqrt(r)'s and LoRA+'s rates at r = 4 on MNLI train hold-outs, behind rank_scaling_rs and
+    rank_scaling_plus (not a paper table)."""
+    return lr_search(frame, scale, "rank_scaling", out_dir=out_dir, results=results,
+                     used_by=("rank_scaling_rs", "rank_scaling_plus"))
 
 
 def rank_scaling_e2e_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
-    """alpha / sqrt(r)'s rate at r = 4 on E2E val_loss, behind rank_scaling_e2e_rs (not a paper table)."""
+    """alpha / sqrt(r)'s and LoRA+'s rates at r = 4 on E2E val_loss, behind rank_scaling_e2e_rs and
+    rank_scaling_e2e_plus (not a paper table)."""
     return lr_search(frame, scale, "rank_scaling_e2e", out_dir=out_dir, results=results,
-                     used_by="rank_scaling_e2e_rs")
+                     used_by=("rank_scaling_e2e_rs", "rank_scaling_e2e_plus"))
 
 
 LR_TABLE_FUNCTIONS = {"table15_lr": table15_lr, "table2_lr": table2_lr, "table3_lr": table3_lr,

@@ -2,7 +2,7 @@
 
 rank_scaling (MNLI, MiniLM) and rank_scaling_e2e (E2E, SmolLM2: Table 18's setting): LoRA's rank r under alpha / r
 (the paper), alpha / sqrt(r) (rsLoRA) and LoRA+ (B at a larger rate), at alpha / r's learning rate (tuned at a
-small rank) and, for alpha / sqrt(r), also at its own rate tuned at r = 4 (the `_lr` searches).
+small rank) and, for alpha / sqrt(r) and LoRA+, also at their own rates tuned at r = 4 (the `_lr` searches).
 One row per variant, one column per rank: dev accuracy or test BLEU (mean over seeds) and the final training loss,
 in the same tidy columns as the paper tables (the claims ledger reads them).
 """
@@ -26,6 +26,17 @@ def _variant(scaling, lr_ratio_b, own_rate: bool) -> str:
     return f"{base}, {OWN_RATE}" if own_rate else base
 
 
+def variants(runs: pd.DataFrame) -> pd.Series:
+    """Each rank_scaling run's variant label: its scaling rule, LoRA+'s ratio, and "own rate" when it ran at
+    another rate than plain alpha / r's."""
+    lrs = pd.to_numeric(runs["lr"], errors="coerce")
+    ratios = pd.to_numeric(runs["lr_ratio_b"], errors="coerce").fillna(1.0)
+    standard_lr = lrs[runs["scaling"].ne("rs") & ratios.eq(1.0)].mode()  # plain alpha / r's rate
+    own = lrs.ne(standard_lr.iloc[0]) if not standard_lr.empty else pd.Series(False, index=runs.index)
+    return pd.Series([_variant(s, b, o) for s, b, o in zip(runs["scaling"], runs["lr_ratio_b"], own)],
+                     index=runs.index)
+
+
 def _rank_table(name: str, metric: str, what: str, frame, scale, out_dir=None, results=None) -> TableResult:
     """`metric` (a final.json key, x100 for accuracies) and the final training loss against r, per scaling rule
     and learning rate: alpha / r's rate is the one its runs share; a variant at another rate is its `own rate`."""
@@ -33,10 +44,7 @@ def _rank_table(name: str, metric: str, what: str, frame, scale, out_dir=None, r
     factor = 100.0 if metric.endswith("accuracy") else 1.0
     tidy, body = [], []
     if not runs.empty:
-        lrs = pd.to_numeric(runs["lr"], errors="coerce")
-        standard_lr = lrs[runs["scaling"].ne("rs")].mode()
-        own = lrs.ne(standard_lr.iloc[0]) if not standard_lr.empty else pd.Series(False, index=runs.index)
-        runs = runs.assign(variant=[_variant(s, b, o) for s, b, o in zip(runs["scaling"], runs["lr_ratio_b"], own)])
+        runs = runs.assign(variant=variants(runs))
         ranks = sorted({int(r) for r in runs["r"]})
         for variant, group in runs.groupby("variant", sort=True):
             rates = ", ".join(f"{x:g}" for x in sorted(set(pd.to_numeric(group["lr"], errors="coerce").dropna())))
@@ -55,7 +63,7 @@ def _rank_table(name: str, metric: str, what: str, frame, scale, out_dir=None, r
     else:
         header = ["scaling"]
     title = (f"LoRA's rank under alpha / r, alpha / sqrt(r) and LoRA+ at alpha / r's rate (tuned at a small rank), "
-             f"and alpha / sqrt(r) at its own rate tuned at r = 4 ({what}), scale `{scale}`")
+             f"and alpha / sqrt(r) and LoRA+ at their own rates tuned at r = 4 ({what}), scale `{scale}`")
     md = markdown(title, header, body, footer(runs, scale))
     tidy_frame = pd.DataFrame(tidy)
     paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
@@ -72,34 +80,55 @@ def rank_scaling_e2e(frame, scale, out_dir=None, results=None, experiments=None)
     return _rank_table("rank_scaling_e2e", "eval_BLEU", "E2E test BLEU", frame, scale, out_dir, results)
 
 
-def grouped_batches(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
-    """MNLI-m dev accuracy with random against length-grouped training batches, per method (issue 19)."""
-    name = "grouped_batches"
+def _by_method(name: str, title: str, row_header: str, row_of, frame, scale, out_dir, results,
+               note: str = "") -> TableResult:
+    """MNLI-m dev accuracy (mean ± std over seeds, n) per method (columns) and per `row_of(runs)` label (rows)."""
     runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
     tidy, body = [], []
     if not runs.empty:
-        group = pd.to_numeric(runs["group_by_length"], errors="coerce").fillna(0).astype(int)
-        runs = runs.assign(batches=["random" if g == 0 else f"length-grouped ({g} batches)" for g in group])
+        runs = runs.assign(label=row_of(runs))
         methods = sorted(runs["method"].unique())
-        for batches, rows in runs.groupby("batches", sort=False):
-            line = [batches]
+        for label, rows in runs.groupby("label", sort=False):
+            line = [label]
             for method in methods:
                 ok = rows[rows["method"].eq(method) & rows["status"].eq("success")]
                 value, std, n = summarize(ok.get("m:eval_accuracy", pd.Series(dtype=float)) * 100.0)
-                tidy.append({"table": name, "scale": scale, "row": batches, "column": method, "ours_mean": value,
-                             "ours_std": std, "n_seeds": n})
+                eval_n = (int(pd.to_numeric(ok["eval_n"], errors="coerce").min())
+                          if "eval_n" in ok and ok["eval_n"].notna().any() else None)
+                tidy.append({"table": name, "scale": scale, "row": label, "column": method, "ours_mean": value,
+                             "ours_std": std, "n_seeds": n, "eval_n": eval_n})
                 line.append(DASH if value is None else f"{fmt(value, 1)} ± {fmt(std, 1)} (n={n})")
             body.append(line)
-        header = ["training batches", *methods]
+        header = [row_header, *methods]
     else:
-        header = ["training batches"]
-    md = markdown(f"Random against length-grouped training batches (MNLI-m dev accuracy, %), scale `{scale}`",
-                  header, body, footer(runs, scale) + "\n\nSpeed: `results/bench/table_runs/` (the runs here "
-                  "ran on machines shared with other runs, so their wall times are not a comparison).")
+        header = [row_header]
+    md = markdown(f"{title}, scale `{scale}`", header, body, footer(runs, scale) + note)
     tidy_frame = pd.DataFrame(tidy)
     paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
     return TableResult(name, tidy_frame, md, paths)
 
 
+def grouped_batches(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """MNLI-m dev accuracy with random against length-grouped training batches, per method (issue 19)."""
+    def batches(runs):
+        group = pd.to_numeric(runs["group_by_length"], errors="coerce").fillna(0).astype(int)
+        return ["random" if g == 0 else f"length-grouped ({g} batches)" for g in group]
+
+    return _by_method("grouped_batches", "Random against length-grouped training batches (MNLI-m dev accuracy, %)",
+                      "training batches", batches, frame, scale, out_dir, results,
+                      "\n\nSpeed: `results/bench/table_runs/` (the runs here ran on machines shared with other runs, "
+                      "so their wall times are not a comparison).")
+
+
+def mnli_full_dev(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """LoRA and full FT at Table 15's MNLI budget, scored on the whole dev-matched split (issue 18)."""
+    def dev(runs):
+        n = pd.to_numeric(runs["eval_n"], errors="coerce") if "eval_n" in runs else pd.Series(None, index=runs.index)
+        return [f"dev-matched, {int(x):,} pairs" if x == x else "dev-matched" for x in n]
+
+    return _by_method("mnli_full_dev", "LoRA and full fine-tuning at Table 15's MNLI budget on the whole "
+                      "dev-matched split (accuracy, %)", "evaluated on", dev, frame, scale, out_dir, results)
+
+
 STUDY_TABLE_FUNCTIONS = {"rank_scaling": rank_scaling, "rank_scaling_e2e": rank_scaling_e2e,
-                         "grouped_batches": grouped_batches}
+                         "grouped_batches": grouped_batches, "mnli_full_dev": mnli_full_dev}

@@ -25,14 +25,14 @@ DEVIATION = "MiniLM-L6 instead of GPT-3 175B"
 
 def make_run(results, experiment, name, *, method="lora", r=8, alpha=8, targets=("q", "v"), task="mnli", n=None,
              model="minilm", seed=0, status="success", metrics=None, train=None, l_p=8, l_i=8, adapter_r=8,
-             steps=100, final=True, adapter=None, base=None, trainable=1234):
+             steps=100, final=True, adapter=None, base=None, trainable=1234, method_extra=None):
     """One run directory: .hydra/config.yaml, metrics.jsonl, final.json (unless final=False), adapter, base weights."""
     d = results / "runs" / SCALE / experiment / name
     (d / ".hydra").mkdir(parents=True)
     cfg = {"model": {"name": model, "family": "bert", "kind": "encoder", "source": "embedded",
                      "note": "MiniLM stand-in"},
            "method": {"name": method, "r": r, "alpha": alpha, "targets": list(targets), "adapter_r": adapter_r,
-                      "drop_layers": 0, "l_p": l_p, "l_i": l_i, "top_k": 2},
+                      "drop_layers": 0, "l_p": l_p, "l_i": l_i, "top_k": 2} | (method_extra or {}),
            "task": {"name": task, "kind": "classification", "n": n, "max_eval_examples": 500},
            "train": {"lr": 2e-4, "epochs": 1, "batch_size": 16, "max_steps": steps} | (train or {}),
            "scale": {"name": SCALE, "deviations": [DEVIATION, "MNLI subset"]},
@@ -324,6 +324,61 @@ def test_lr_search_marks_the_best_rate_on_held_out_train_pairs(tmp_path):
     assert "◀ best" in result.markdown and (tmp_path / "out" / "table15_lr.md").exists()
 
 
+def test_lr_search_of_a_variant_names_it_and_marks_the_rate_its_table_runs(tmp_path):
+    """rank_scaling_lr holds alpha / sqrt(r)'s and LoRA+'s searches: one method label each, and "used by" marks the
+    rate rank_scaling_rs / rank_scaling_plus sweep (conf/tables/table15.yaml)."""
+    from analysis.lr_search import rank_scaling_lr, swept_lr
+
+    plus = swept_lr("rank_scaling_plus")
+    for lr in (plus / 2, plus, plus * 2):
+        make_run(tmp_path, "rank_scaling_lr", f"plus,{lr}", r=4, train={"lr": lr}, method_extra={"lr_ratio_b": 16.0},
+                 metrics={"val_accuracy": 0.4 + (lr == plus) * 0.05, "train_loss": 1.0})
+    make_run(tmp_path, "rank_scaling_lr", "rs", r=4, train={"lr": swept_lr("rank_scaling_rs")},
+             method_extra={"scaling": "rs"}, metrics={"val_accuracy": 0.45, "train_loss": 1.0})
+    cells = rank_scaling_lr(collect(tmp_path, SCALE), SCALE, out_dir=tmp_path / "out").cells
+    assert set(cells["method"]) == {"lora LoRA+ (B x16)", "lora alpha/sqrt(r)"}
+    used = cells[cells["in_budget"]]
+    assert sorted(zip(used["method"], used["lr"])) == sorted([("lora LoRA+ (B x16)", plus),
+                                                               ("lora alpha/sqrt(r)", swept_lr("rank_scaling_rs"))])
+    assert cells[cells["best"] & cells["method"].str.contains("LoRA+")]["lr"].tolist() == [plus]
+
+
+def test_subspace_similarity_is_phi_11_of_the_adapters_and_a_gaussian_null(subspace_runs, tmp_path):
+    """Figures 3 and 4 as numbers: φ(1, 1) of A_r=8 vs A_r=64 per seed (mean over layers), of two seeds' A_r=64,
+    and of Gaussian matrices (about 1/d)."""
+    from analysis import subspace
+    from analysis.similarity import subspace_similarity
+
+    result = subspace_similarity(collect(subspace_runs, SCALE), SCALE, out_dir=tmp_path / "out",
+                                 experiments=("figures",))
+    cells = result.cells.set_index("row")
+    runs = subspace_runs / "runs" / SCALE / "figures"
+    expected = []
+    for seed in (0, 1):
+        a8, a64 = (subspace.load_lora(runs / f"r{r}_s{seed}" / "adapter.safetensors") for r in (8, 64))
+        expected.append(np.mean([subspace.phi(a8[(l, "q")].A.T, a64[(l, "q")].A.T, 1, 1) for l in range(3)]))
+    same = cells.loc["ΔW_q: A_r=8 vs A_r=64, same seed"]
+    assert same["ours_mean"] == pytest.approx(np.mean(expected)) and same["n_seeds"] == 2
+    assert cells.loc["ΔW_v: A_r=64 seed a vs seed b", "n_seeds"] == 1
+    assert cells.loc["random: A_r=64 vs A_r=64", "ours_mean"] == pytest.approx(1 / 16, abs=0.03)  # d = 16
+
+
+def test_rank_scaling_subspace_figure_has_a_panel_row_per_variant(subspace_runs, tmp_path):
+    from analysis.figures import rank_scaling_subspace
+
+    res = tmp_path / "results"
+    rng = np.random.default_rng(1)
+    for scaling, lr in (("standard", 4e-3), ("rs", 2e-3)):
+        for r in (4, 64):
+            make_run(res, "rank_scaling", f"{scaling},{r}", r=r, train={"lr": lr}, method_extra={"scaling": scaling},
+                     metrics={"eval_accuracy": 0.5}, adapter=lora_adapter(rng.standard_normal((r, 16)),
+                                                                         rng.standard_normal((16, r))))
+    fig = rank_scaling_subspace(collect(res, SCALE), SCALE, out_dir=tmp_path / "figs")
+    assert [p.suffix for p in fig.paths] == [".png", ".pdf"]
+    assert fig.message == "rank_scaling_subspace: alpha/r, alpha/sqrt(r), own rate"
+    assert "needs" in rank_scaling_subspace(collect(tmp_path / "none", SCALE), SCALE, out_dir=tmp_path / "x").message
+
+
 def _tidy(path, rows):
     path.parent.mkdir(parents=True, exist_ok=True)
     pd.DataFrame([dict(table=path.stem, scale=SCALE, row=r, column=c, ours_mean=m, ours_std=s, n_seeds=n, eval_n=e)
@@ -358,6 +413,29 @@ def test_claims_ledger_decides_by_its_rules(tmp_path):
     assert "Rule: A ≈ B per task" in page.read_text()
 
 
+def test_section7_claims_read_the_subspace_tables(tmp_path):
+    """directions-shared: φ(1, 1) above 0.5 (r=8 vs r=64) and above the Gaussian null (seed vs seed);
+    delta-w-amplifies: Table 7's cells, each difference above 0."""
+    from analysis.claims import evaluate
+
+    res = tmp_path / "results"
+    _tidy(res / "tables" / SCALE / "subspace_similarity.csv", [
+        ("ΔW_q: A_r=8 vs A_r=64, same seed", "φ(1,1)", 0.80, 0.05, 3, None),   # above 0.5
+        ("ΔW_v: A_r=8 vs A_r=64, same seed", "φ(1,1)", 0.20, 0.05, 3, None),   # below 0.5
+        ("ΔW_q: A_r=64 seed a vs seed b", "φ(1,1)", 0.30, 0.02, 3, None),
+        ("ΔW_v: A_r=64 seed a vs seed b", "φ(1,1)", 0.01, 0.02, 3, None),
+        ("random: A_r=64 vs A_r=64", "φ(1,1)", 0.003, 0.003, 200, None)])
+    _tidy(res / "tables" / SCALE / "table7.csv", [
+        ("r=4", "delta", 0.9, 0.1, 3, None), ("r=4", "random", 0.1, 0.0, 3, None), ("r=4", "w", 5.0, 0.1, 3, None),
+        ("r=4", "amplification", 20.0, 1.0, 3, None), ("r=64", "amplification", 2.0, 0.5, 3, None)])
+    by_key = {c.key: (parts, verdict) for c, parts, verdict in evaluate(res, SCALE)}
+    parts, verdict = by_key["directions-shared"]
+    assert [p.verdict for p in parts] == ["supported", "contradicted", "supported", "undecided"]
+    assert verdict == "contradicted"
+    parts, verdict = by_key["delta-w-amplifies"]
+    assert [p.verdict for p in parts] == ["supported"] * 3 and verdict == "supported"
+
+
 def test_committed_tables_rebuild_from_the_committed_run_records(tmp_path):
     """A fresh clone: `python -m analysis tables` over results/runs/local leaves every committed table as it is
     (tables whose runs are all committed rebuild to the same bytes; the others are kept, not emptied)."""
@@ -390,24 +468,20 @@ def test_table2_cells_are_the_median_over_seeds(tmp_path):
 def test_rank_scaling_table_has_a_row_per_scaling_rule_and_a_column_per_rank(tmp_path):
     """analysis/studies.py: alpha/r, alpha/sqrt(r) and LoRA+ rows, one column per r, mean accuracy over seeds; a
     variant at a rate other than alpha/r's is its own row ("own rate")."""
-    import yaml as _yaml
-
     from analysis.studies import rank_scaling
 
     res = tmp_path / "results"
     for scaling, ratio, lr in (("standard", 1.0, 4e-3), ("rs", 1.0, 4e-3), ("standard", 16.0, 4e-3),
-                               ("rs", 1.0, 2e-3)):
+                               ("rs", 1.0, 2e-3), ("standard", 16.0, 1e-3)):
         for r, acc in ((4, 0.50), (256, 0.40)):
             for seed in (0, 1):
-                d = make_run(res, "rank_scaling", f"{scaling},{ratio},{lr},{r},{seed}", r=r, seed=seed,
-                             train={"lr": lr}, metrics={"eval_accuracy": acc + 0.02 * seed + lr, "train_loss": 0.9})
-                cfg = _yaml.safe_load((d / ".hydra" / "config.yaml").read_text())
-                cfg["method"] |= {"scaling": scaling, "lr_ratio_b": ratio}
-                (d / ".hydra" / "config.yaml").write_text(_yaml.safe_dump(cfg))
+                make_run(res, "rank_scaling", f"{scaling},{ratio},{lr},{r},{seed}", r=r, seed=seed,
+                         train={"lr": lr}, metrics={"eval_accuracy": acc + 0.02 * seed + lr, "train_loss": 0.9},
+                         method_extra={"scaling": scaling, "lr_ratio_b": ratio})
     result = rank_scaling(collect(res, SCALE), SCALE, out_dir=tmp_path / "out")
     cells = result.cells.set_index(["row", "column"])
     assert set(cells.index.get_level_values("row")) == {"alpha/r", "alpha/sqrt(r)", "alpha/r, LoRA+ (B x16)",
-                                                        "alpha/sqrt(r), own rate"}
+                                                        "alpha/sqrt(r), own rate", "alpha/r, LoRA+ (B x16), own rate"}
     assert cells.loc[("alpha/sqrt(r)", "r=256"), "ours_mean"] == pytest.approx(41.4)
     assert cells.loc[("alpha/sqrt(r), own rate", "r=256"), "ours_mean"] == pytest.approx(41.2)
     assert cells.loc[("alpha/r", "r=4"), "n_seeds"] == 2
