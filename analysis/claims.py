@@ -48,8 +48,10 @@ class Estimate:
     value: Optional[float]
     half: Optional[float]  # half-width of the 95% interval; None: no interval
     basis: str  # how the interval was had
+    digits: int = 1  # decimals shown (3 for the subspace similarities, which live in [0, 1])
 
-    def text(self, d: int = 1) -> str:
+    def text(self) -> str:
+        d = self.digits
         if self.value is None:
             return "—"
         if self.basis == "one benchmark run":
@@ -131,7 +133,8 @@ def difference(a: Estimate, b: Estimate) -> Estimate:
     if a.value is None or b.value is None:
         return Estimate(None, None, "a cell has no run")
     half = None if a.half is None or b.half is None else math.hypot(a.half, b.half)
-    return Estimate(a.value - b.value, half, a.basis if a.basis == b.basis else f"{a.basis} / {b.basis}")
+    return Estimate(a.value - b.value, half, a.basis if a.basis == b.basis else f"{a.basis} / {b.basis}",
+                    max(a.digits, b.digits))
 
 
 def _interval(d: Estimate) -> tuple[Optional[tuple[float, float]], str]:
@@ -147,11 +150,12 @@ def rule_equivalent(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
     if bounds is None:
         return "undecided", why
     lo, hi = bounds
+    k = d.digits
     if -m <= lo and hi <= m:
-        return "supported", f"interval [{lo:.1f}, {hi:.1f}] inside ±{m:g}"
+        return "supported", f"interval [{lo:.{k}f}, {hi:.{k}f}] inside ±{m:g}"
     if hi < -m or lo > m:
-        return "contradicted", f"interval [{lo:.1f}, {hi:.1f}] outside ±{m:g}"
-    return "undecided", f"interval [{lo:.1f}, {hi:.1f}] overlaps the ±{m:g} boundary"
+        return "contradicted", f"interval [{lo:.{k}f}, {hi:.{k}f}] outside ±{m:g}"
+    return "undecided", f"interval [{lo:.{k}f}, {hi:.{k}f}] overlaps the ±{m:g} boundary"
 
 
 def rule_at_least(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
@@ -159,11 +163,12 @@ def rule_at_least(d: Estimate, m: float = MARGIN) -> tuple[str, str]:
     if bounds is None:
         return "undecided", why
     lo, hi = bounds
+    k, bound = d.digits, f"−{m:g}" if m else "0"
     if lo > -m:
-        return "supported", f"lower end {lo:.1f} above −{m:g}"
+        return "supported", f"lower end {lo:.{k}f} above {bound}"
     if hi < -m:
-        return "contradicted", f"upper end {hi:.1f} below −{m:g}"
-    return "undecided", f"interval [{lo:.1f}, {hi:.1f}] contains −{m:g}"
+        return "contradicted", f"upper end {hi:.{k}f} below {bound}"
+    return "undecided", f"interval [{lo:.{k}f}, {hi:.{k}f}] contains {bound}"
 
 
 def rule_greater(d: Estimate) -> tuple[str, str]:
@@ -299,22 +304,24 @@ def _flat_in_r(table: str, rows: tuple[str, ...], column: str) -> Callable[[Evid
     return decide
 
 
-def _above(table: str, row: str, column: str, level: float, label: str) -> Callable[["Evidence"], list[Part]]:
+def _above(table: str, row: str, column: str, level: float, label: str,
+           digits: int = 3) -> Callable[["Evidence"], list[Part]]:
     """A cell above a fixed level (A > B with B a constant): the interval of cell − level above 0."""
     def decide(ev: Evidence) -> list[Part]:
         c = ev.cell(table, row, column)
         e = cell_estimate(c, column) if c is not None else Estimate(None, None, "no run")
-        est = Estimate(None if e.value is None else e.value - level, e.half, e.basis)
+        est = Estimate(None if e.value is None else e.value - level, e.half, e.basis, digits)
         return [Part(label, f"{table}: {row} {column} − {level:g}", est, *rule_greater(est))]
     return decide
 
 
-def _rows_differ(table: str, a_row: str, a_col: str, b_row: str, b_col: str, label: str):
+def _rows_differ(table: str, a_row: str, a_col: str, b_row: str, b_col: str, label: str, digits: int = 3):
     """table[a_row, a_col] − table[b_row, b_col] > 0 (Table 7: quantities are columns, ranks are rows)."""
     def decide(ev: Evidence) -> list[Part]:
         a, b = ev.cell(table, a_row, a_col), ev.cell(table, b_row, b_col)
         est = difference(cell_estimate(a, a_col), cell_estimate(b, b_col)) if a is not None and b is not None \
             else Estimate(None, None, "a cell has no run")
+        est.digits = digits
         return [Part(label, f"{table}: {a_row} {a_col} − {b_row} {b_col}", est, *rule_greater(est))]
     return decide
 

@@ -178,7 +178,7 @@ def rank_scaling_subspace(frame, scale, out_dir: Optional[Path] = None, r1: int 
 
     out_dir = Path(out_dir or RESULTS / "figures" / scale)
     runs = frame[frame["experiment"].eq("rank_scaling") & frame["scale"].eq(scale)] if not frame.empty else frame
-    runs = subspace.lora_runs(runs, roles=roles, seed=seed) if len(runs) else runs
+    runs = subspace.lora_runs(runs, roles=roles, seed=seed, variants=True) if len(runs) else runs
     if len(runs):
         runs = runs.assign(variant=variants(runs))
     panels = []  # (variant, role, grid)

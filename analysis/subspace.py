@@ -187,12 +187,17 @@ def delta_vs_w(W: np.ndarray, dW: np.ndarray, r: int, seed: int = 1234) -> Delta
 
 
 def lora_runs(frame, r: Optional[int] = None, role: Optional[str] = None, seed: Optional[int] = None,
-              roles: Optional[tuple[str, ...]] = None, methods: tuple[str, ...] = ("lora",)):
+              roles: Optional[tuple[str, ...]] = None, methods: tuple[str, ...] = ("lora",), variants: bool = False):
     """Successful runs of `methods` (plain LoRA by default: LoRA+PE/PL train a prefix too) in collect's frame with
-    rank r whose targets include `role` (or are exactly `roles`) and that saved an adapter, sorted by seed."""
+    rank r whose targets include `role` (or are exactly `roles`) and that saved an adapter, sorted by seed; the
+    paper's alpha / r without LoRA+ unless `variants` (rank_scaling's rsLoRA and LoRA+ runs)."""
     if frame.empty:
         return frame
     keep = frame["status"].eq("success") & frame["method"].isin(methods)
+    if not variants:
+        for column, plain in (("scaling", "standard"), ("lr_ratio_b", 1.0)):
+            if column in frame:
+                keep &= frame[column].map(lambda v, plain=plain: v is None or v != v or v == plain)
     if r is not None:
         keep &= frame["r"].map(lambda v: v is not None and v == v and int(v) == r)
     if role is not None:
