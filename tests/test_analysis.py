@@ -324,6 +324,27 @@ def test_lr_search_marks_the_best_rate_on_held_out_train_pairs(tmp_path):
     assert "◀ best" in result.markdown and (tmp_path / "out" / "table15_lr.md").exists()
 
 
+def test_mnli_full_dev_table_and_its_claim(tmp_path):
+    """mnli_full_dev: one row per dev split size, one column per method; the ledger compares lora with full there."""
+    from analysis.claims import evaluate
+    from analysis.studies import mnli_full_dev
+
+    res = tmp_path / "results"
+    for method, acc in (("full", 0.470), ("lora", 0.465)):
+        for seed in range(5):
+            d = make_run(res, "mnli_full_dev", f"{method},{seed}", method=method, seed=seed,
+                         metrics={"eval_accuracy": acc + 0.001 * seed})
+            final = json.loads((d / "final.json").read_text()) | {"eval_examples": {"eval": 9815}}
+            (d / "final.json").write_text(json.dumps(final))
+    result = mnli_full_dev(collect(res, SCALE), SCALE, results=res)
+    cells = result.cells.set_index(["row", "column"])
+    assert cells.loc[("dev-matched, 9,815 pairs", "lora"), "ours_mean"] == pytest.approx(46.7)
+    assert cells.loc[("dev-matched, 9,815 pairs", "full"), "n_seeds"] == 5
+    by_key = {c.key: (parts, verdict) for c, parts, verdict in evaluate(res, SCALE)}
+    parts, verdict = by_key["lora-ft-mnli-full-dev"]
+    assert verdict == "supported" and parts[0].estimate.value == pytest.approx(-0.5)
+
+
 def test_lr_search_of_a_variant_names_it_and_marks_the_rate_its_table_runs(tmp_path):
     """rank_scaling_lr holds alpha / sqrt(r)'s and LoRA+'s searches: one method label each, and "used by" marks the
     rate rank_scaling_rs / rank_scaling_plus sweep (conf/tables/table15.yaml)."""
