@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--results", type=Path, default=RESULTS, help="the results folder (runs/ inside)")
     p.add_argument("--table", action="append", choices=sorted(TABLE_FUNCTIONS), help="only these tables")
     p.add_argument("--figure", action="append",
-                   help="only these figures (figure3, figure4, figure8, rank_scaling_subspace)")
+                   help="only these figures (figure3, figure4, figure8, rank_scaling_subspace, learning_curves)")
     p.add_argument("--force", action="store_true", help="replace committed tables even when cells would empty")
     args = p.parse_args(argv)
 

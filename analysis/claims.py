@@ -457,7 +457,9 @@ def render(evaluated, scale: str) -> str:
              "beside it, fixed in `analysis/claims.py` before the numbers were read:", ""]
     rules = re.sub(r"\n\s+(?!- )", " ", (__doc__ or "").split("Rules (margins in the metric's points):")[1])
     lines += [line.strip() for line in rules.splitlines() if line.strip()]
-    lines += ["", "## Summary", "", *summary_lines(evaluated), ""]
+    lines += ["", f"The headline rows' training loss against the step, every seed: `results/figures/{scale}/"
+                  "learning_curves.png` (`python -m analysis figures`); a cell whose loss still falls is not at a "
+                  "plateau.", "", "## Summary", "", *summary_lines(evaluated), ""]
     for claim, parts, verdict in evaluated:
         lines += [f"## {claim.text}", "", f"Paper: {claim.source}. Rule: {claim.rule}. **Verdict: {verdict}.**", "",
                   "| part | cells | effect (95% interval) | interval from | verdict | why |", "|---|---|---|---|---|---|"]

@@ -214,5 +214,61 @@ def rank_scaling_subspace(frame, scale, out_dir: Optional[Path] = None, r1: int 
     return FigureResult("rank_scaling_subspace", paths, f"rank_scaling_subspace: {', '.join(names)}")
 
 
+# the headline comparisons of the claims ledger: (panel title, experiment, task, [(label, method, r)])
+HEADLINES = (("MNLI (Table 2)", "table2", "mnli", (("full FT", "full", None), ("LoRA r=8", "lora", 8))),
+             ("E2E (Table 3)", "table3", "e2e", (("full FT", "full", None), ("LoRA r=4", "lora", 4))))
+
+
+def _train_curve(run_dir) -> pd.Series:
+    from analysis.collect import _jsonl_rows
+
+    rows = [r for r in _jsonl_rows(Path(run_dir)) if r.get("split") == "train" and "loss" in r]
+    return pd.Series({int(r["step"]): float(r["loss"]) for r in rows}, dtype=float)
+
+
+def learning_curves(frame, scale, out_dir: Optional[Path] = None) -> FigureResult:
+    """The training loss of the ledger's headline rows against the step, every seed (metrics.jsonl), and how much
+    it still fell over the last third of the run: a number from a run whose loss is still falling is not a plateau."""
+    out_dir = Path(out_dir or RESULTS / "figures" / scale)
+    runs = frame[frame["scale"].eq(scale) & frame["status"].eq("success")] if not frame.empty else frame
+    panels = []  # (title, [(label, {seed: curve})])
+    for title, experiment, task, rows in HEADLINES:
+        lines = []
+        for label, method, r in rows:
+            hit = runs[runs["experiment"].eq(experiment) & runs["task_key"].eq(task) & runs["method"].eq(method)] \
+                if len(runs) else runs
+            if r is not None and len(hit):
+                hit = hit[hit["r"].eq(r) & hit["targets"].eq("q,v")]
+            if len(hit) and "lr_ratio_b" in hit:  # the paper's LoRA, not rank_scaling's variants
+                hit = hit[hit["lr_ratio_b"].map(lambda v: v is None or v != v or v == 1.0)]
+            curves = {int(x["seed"]): _train_curve(x["run_dir"]) for _, x in hit.drop_duplicates("seed").iterrows()}
+            curves = {k: v for k, v in curves.items() if len(v) >= 3}
+            if curves:
+                lines.append((label, curves))
+        if lines:
+            panels.append((title, lines))
+    if not panels:
+        return FigureResult("learning_curves", (), "learning_curves: needs successful headline runs (table2 MNLI full "
+                                                   "and LoRA r=8, table3 full and LoRA r=4) with metrics.jsonl")
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False, layout="constrained")
+    notes = []
+    for ax, (title, lines) in zip(axes[0], panels):
+        for (label, curves), color in zip(lines, ("tab:blue", "tab:orange", "tab:green")):
+            drops = []
+            for i, curve in enumerate(curves.values()):
+                ax.plot(curve.index, curve.values, color=color, alpha=0.5, lw=1, label=label if i == 0 else None)
+                third = curve[curve.index >= curve.index.max() * 2 / 3]
+                drops.append(100 * (third.iloc[0] - third.iloc[-1]) / third.iloc[0])
+            notes.append(f"{title} {label}: the last third of the run lowered the loss {np.mean(drops):.1f}% "
+                         f"(seeds {min(drops):.1f} to {max(drops):.1f}%, n={len(drops)})")
+        ax.set_title(title, fontsize=10)
+        ax.set_xlabel("optimizer step")
+        ax.set_ylabel("training loss (mean of 10 steps)")
+        ax.legend(fontsize=8)
+    fig.suptitle(f"Training loss of the headline rows, every seed — scale {scale}", fontsize=10)
+    paths = _save(fig, out_dir, "learning_curves")
+    return FigureResult("learning_curves", paths, "learning_curves: " + "; ".join(notes))
+
+
 FIGURE_FUNCTIONS = {"figure3": figure3, "figure4": figure4, "figure8": figure8,
-                    "rank_scaling_subspace": rank_scaling_subspace}
+                    "rank_scaling_subspace": rank_scaling_subspace, "learning_curves": learning_curves}

@@ -274,6 +274,23 @@ def test_figures_drawn_or_explained(subspace_runs, tmp_path):
     assert not (out / "none").exists()
 
 
+def test_learning_curves_draw_every_seed_of_the_headline_rows(tmp_path):
+    from analysis.figures import learning_curves
+
+    res = tmp_path / "results"
+    for method, r in (("full", 8), ("lora", 8)):
+        for seed in (0, 1):
+            d = make_run(res, "table2", f"{method},{seed}", method=method, r=r, seed=seed,
+                         metrics={"eval_accuracy": 0.5})
+            (d / "metrics.jsonl").write_text("".join(
+                json.dumps({"step": s, "split": "train", "loss": 1.1 - 0.001 * s}) + "\n" for s in range(10, 91, 10)))
+    fig = learning_curves(collect(res, SCALE), SCALE, out_dir=tmp_path / "figs")
+    assert [p.suffix for p in fig.paths] == [".png", ".pdf"]
+    # the last third (steps 60-90): 1.04 -> 1.01
+    assert "MNLI (Table 2) LoRA r=8: the last third of the run lowered the loss 2.9%" in fig.message
+    assert "n=2" in fig.message and "E2E" not in fig.message
+
+
 def test_cli_writes_every_table(results, capsys):
     assert main(["tables", "--scale", SCALE, "--results", str(results)]) == 0
     written = sorted(p.name for p in (results / "tables" / SCALE).glob("*.md"))
