@@ -121,7 +121,8 @@ def _f(v) -> Optional[float]:
 def cell_estimate(cell: pd.Series, column: str) -> Estimate:
     mean, sd, n = _f(cell["ours_mean"]), _f(cell.get("ours_std")), int(_f(cell.get("n_seeds")) or 0)
     if n >= 2 and sd is not None:
-        return Estimate(mean, T975.get(n - 1, 1.96) * sd / math.sqrt(n), f"{n} seeds")
+        unit = cell.get("n_of") if isinstance(cell.get("n_of"), str) else "seeds"  # similarity: seed pairs, draws
+        return Estimate(mean, T975.get(n - 1, 1.96) * sd / math.sqrt(n), f"{n} {unit}")
     n_eval = _f(cell.get("eval_n"))
     if column in ACCURACY_COLUMNS and n_eval:
         p = mean / 100

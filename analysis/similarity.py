@@ -58,18 +58,19 @@ def subspace_similarity(frame, scale, out_dir=None, results=None, experiments=("
         pairs = list(combinations(sorted(by_seed[r2]), 2))
         across = [np.mean(_phi11_per_layer(by_seed[r2][a], by_seed[r2][b], role)) for a, b in pairs]
         rows.append((f"ΔW_{role}: A_r={r1} vs A_r={r2}, same seed", same,
-                     f"seeds {', '.join(map(str, sorted(set(by_seed[r1]) & set(by_seed[r2]))))}"))
+                     f"seeds {', '.join(map(str, sorted(set(by_seed[r1]) & set(by_seed[r2]))))}", "seeds"))
         rows.append((f"ΔW_{role}: A_r={r2} seed a vs seed b", across,
-                     f"pairs {', '.join(f'{a}/{b}' for a, b in pairs)}"))
+                     f"pairs {', '.join(f'{a}/{b}' for a, b in pairs)}", "seed pairs"))
     d = next((p.A.shape[1] for a in adapters.values() for p in a.values()), None)
     if d is not None:
         for ra, rb in ((r1, r2), (r2, r2)):
-            rows.append((f"random: A_r={ra} vs A_r={rb}", _null(ra, rb, d), f"{NULL_DRAWS} Gaussian draws, d={d}"))
+            rows.append((f"random: A_r={ra} vs A_r={rb}", _null(ra, rb, d), f"{NULL_DRAWS} Gaussian draws, d={d}",
+                         "Gaussian draws"))
     tidy, body = [], []
-    for label, values, over in rows:
+    for label, values, over, unit in rows:
         mean, std, n = summarize(values)
         tidy.append({"table": name, "scale": scale, "row": label, "column": COLUMN, "ours_mean": mean,
-                     "ours_std": std, "n_seeds": n})
+                     "ours_std": std, "n_seeds": n, "n_of": unit})
         body.append([label, "—" if mean is None else f"{fmt(mean, 3)} ± {fmt(std, 3)} (n={n})", over])
     used = pd.concat([small, large]) if len(small) + len(large) else runs.iloc[0:0]
     md = markdown(f"Figures 3 and 4 as numbers: φ(1, 1) of LoRA's A (mean over layers), the paper's \"> 0.5\" between "

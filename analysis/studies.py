@@ -57,7 +57,7 @@ def _rank_table(name: str, metric: str, what: str, frame, scale, out_dir=None, r
                           if "eval_n" in ok and ok["eval_n"].notna().any() else None)
                 tidy.append({"table": name, "scale": scale, "row": variant, "column": f"r={r}", "ours_mean": value,
                              "ours_std": std, "n_seeds": n, "eval_n": eval_n, "final_train_loss": loss, "lr": rates})
-                line.append(DASH if value is None else f"{fmt(value, 1)} (loss {fmt(loss, 3)}, n={n})")
+                line.append(DASH if value is None else f"{fmt(value, 1)} (train loss {fmt(loss, 3)}, n={n})")
             body.append(line)
         header = ["scaling", "learning rate", *[f"r={r}" for r in ranks]]
     else:

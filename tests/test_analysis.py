@@ -523,7 +523,7 @@ def test_rank_scaling_table_has_a_row_per_scaling_rule_and_a_column_per_rank(tmp
     assert cells.loc[("alpha/sqrt(r)", "r=256"), "ours_mean"] == pytest.approx(41.4)
     assert cells.loc[("alpha/sqrt(r), own rate", "r=256"), "ours_mean"] == pytest.approx(41.2)
     assert cells.loc[("alpha/r", "r=4"), "n_seeds"] == 2
-    assert "| alpha/r | 0.004 | 51.4 (loss 0.900, n=2) | 41.4 (loss 0.900, n=2) |" in result.markdown
+    assert "| alpha/r | 0.004 | 51.4 (train loss 0.900, n=2) | 41.4 (train loss 0.900, n=2) |" in result.markdown
 
 
 def test_grouped_batches_table_has_a_row_per_batching_and_a_column_per_method(tmp_path):
