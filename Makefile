@@ -7,7 +7,7 @@ SCALE ?= local
 export LORA_DATA_DIR ?= $(firstword $(abspath $(wildcard ../shared/data data)))
 export WANDB_MODE ?= offline
 
-TABLES := table15 table5 table6 table16 table2 table3 table18 table14 rank_scaling rank_scaling_e2e mnli_full_dev
+TABLES := table15 table5 table6 table16 table2 table3 table18 table14 rank_scaling rank_scaling_e2e mnli_full_dev mnli_plateau
 # JOBS=n runs n of a sweep's runs at once on this machine (hydra/launcher=joblib, cores/n torch threads each);
 # LAUNCH= passes any other launcher, e.g. LAUNCH="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"
 JOBS ?= 1

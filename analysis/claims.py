@@ -461,7 +461,8 @@ def render(evaluated, scale: str) -> str:
     lines += [line.strip() for line in rules.splitlines() if line.strip()]
     lines += ["", f"The headline rows' training loss against the step, every seed: `results/figures/{scale}/"
                   "learning_curves.png` (`python -m analysis figures`); a cell whose loss still falls is not at a "
-                  "plateau.", "", "## Summary", "", *summary_lines(evaluated), ""]
+                  "plateau. Where their held-out loss stops improving (MNLI, 6 epochs): `results/tables/"
+                  f"{scale}/mnli_plateau.md`.", "", "## Summary", "", *summary_lines(evaluated), ""]
     for claim, parts, verdict in evaluated:
         lines += [f"## {claim.text}", "", f"Paper: {claim.source}. Rule: {claim.rule}. **Verdict: {verdict}.**", "",
                   "| part | cells | effect (95% interval) | interval from | verdict | why |", "|---|---|---|---|---|---|"]

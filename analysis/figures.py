@@ -226,6 +226,23 @@ def _train_curve(run_dir) -> pd.Series:
     return pd.Series({int(r["step"]): float(r["loss"]) for r in rows}, dtype=float)
 
 
+def _plateau_curves(runs) -> list:
+    """mnli_plateau's val_loss after each epoch, per method and seed (analysis/studies.py reads the same rows)."""
+    from analysis.studies import epoch_evaluations
+
+    study = runs[runs["experiment"].eq("mnli_plateau")] if len(runs) else runs
+    out = []
+    for method, group in (study.groupby("method", sort=True) if len(study) else []):
+        curves = {}
+        for _, x in group.iterrows():
+            ev = epoch_evaluations(x["run_dir"])
+            if len(ev) and "val_loss" in ev:
+                curves[int(x["seed"])] = pd.Series(ev["val_loss"].to_numpy(float), index=ev["epoch"].to_numpy())
+        if curves:
+            out.append((method, curves))
+    return out
+
+
 def learning_curves(frame, scale, out_dir: Optional[Path] = None) -> FigureResult:
     """The training loss of the ledger's headline rows against the step, every seed (metrics.jsonl), and how much
     it still fell over the last third of the run: a number from a run whose loss is still falling is not a plateau."""
@@ -247,11 +264,23 @@ def learning_curves(frame, scale, out_dir: Optional[Path] = None) -> FigureResul
                 lines.append((label, curves))
         if lines:
             panels.append((title, lines))
-    if not panels:
+    held_out = _plateau_curves(runs)  # [(method, {seed: val_loss by epoch})]
+    if not panels and not held_out:
         return FigureResult("learning_curves", (), "learning_curves: needs successful headline runs (table2 MNLI full "
                                                    "and LoRA r=8, table3 full and LoRA r=4) with metrics.jsonl")
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 3.6), squeeze=False, layout="constrained")
+    n_axes = len(panels) + bool(held_out)
+    fig, axes = plt.subplots(1, n_axes, figsize=(5.2 * n_axes, 3.6), squeeze=False, layout="constrained")
     notes = []
+    if held_out:
+        ax = axes[0][-1]
+        for (method, curves), color in zip(held_out, ("tab:blue", "tab:orange", "tab:green")):
+            for i, curve in enumerate(curves.values()):
+                ax.plot(curve.index, curve.values, "o-", color=color, alpha=0.6, lw=1, ms=3,
+                        label=method if i == 0 else None)
+        ax.set_title("MNLI held-out loss, 6 epochs (mnli_plateau)", fontsize=10)
+        ax.set_xlabel("epoch (the headline rows train 1)")
+        ax.set_ylabel("val_loss, 500 train pairs held out")
+        ax.legend(fontsize=8)
     for ax, (title, lines) in zip(axes[0], panels):
         for (label, curves), color in zip(lines, ("tab:blue", "tab:orange", "tab:green")):
             drops = []
@@ -265,7 +294,8 @@ def learning_curves(frame, scale, out_dir: Optional[Path] = None) -> FigureResul
         ax.set_xlabel("optimizer step")
         ax.set_ylabel("training loss (mean of 10 steps)")
         ax.legend(fontsize=8)
-    fig.suptitle(f"Training loss of the headline rows, every seed — scale {scale}", fontsize=10)
+    fig.suptitle(f"Training loss of the headline rows and held-out loss of longer runs, every seed — scale {scale}",
+                 fontsize=10)
     paths = _save(fig, out_dir, "learning_curves")
     return FigureResult("learning_curves", paths, "learning_curves: " + "; ".join(notes))
 

@@ -8,11 +8,12 @@ in the same tidy columns as the paper tables (the claims ledger reads them).
 """
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
-from analysis.collect import summarize
+from analysis.collect import _jsonl_rows, summarize
 from analysis.tables import DASH, TableResult, _out_dir, fmt, footer, markdown, write
 
 
@@ -130,5 +131,58 @@ def mnli_full_dev(frame, scale, out_dir=None, results=None, experiments=None) ->
                       "dev-matched split (accuracy, %)", "evaluated on", dev, frame, scale, out_dir, results)
 
 
+PLATEAU_TOLERANCE = 0.01  # mnli_plateau's rule (conf/tables/table15.yaml): 1 epoch within this of the best val_loss
+
+
+def epoch_evaluations(run_dir) -> pd.DataFrame:
+    """A run's evaluations after each epoch (metrics.jsonl's eval rows, the final one included), one row per epoch."""
+    rows = [r for r in _jsonl_rows(Path(run_dir)) if r.get("split") == "eval" and r.get("epoch") is not None]
+    frame = pd.DataFrame(rows)
+    if frame.empty:
+        return frame
+    return frame.assign(epoch=frame["epoch"].round().astype(int)).drop_duplicates("epoch", keep="last")
+
+
+def mnli_plateau(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """Held-out loss (500 train pairs, val_*) after each epoch of a 6-epoch run, per method, mean over seeds; the
+    plateau epoch is the lowest mean val_loss, and the 1-epoch budget is at the plateau within PLATEAU_TOLERANCE."""
+    name = "mnli_plateau"
+    runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
+    runs = runs[runs["status"].eq("success")] if len(runs) else runs
+    tidy, body, verdicts = [], [], []
+    for method, group in (runs.groupby("method", sort=True) if len(runs) else []):
+        per_epoch = pd.concat([epoch_evaluations(d).assign(seed=s) for d, s in zip(group["run_dir"], group["seed"])],
+                              ignore_index=True)
+        if per_epoch.empty or "val_loss" not in per_epoch:
+            continue
+        means = {}
+        for epoch, at in per_epoch.groupby("epoch", sort=True):
+            loss, loss_std, n = summarize(at["val_loss"])
+            val_acc, _, _ = summarize(at.get("val_accuracy", pd.Series(dtype=float)) * 100.0)
+            dev_acc, dev_std, _ = summarize(at.get("eval_accuracy", pd.Series(dtype=float)) * 100.0)
+            means[int(epoch)] = loss
+            tidy.append({"table": name, "scale": scale, "row": method, "column": f"epoch {epoch}", "ours_mean": loss,
+                         "ours_std": loss_std, "n_seeds": n, "step": int(at["step"].max()),
+                         "val_accuracy": val_acc, "eval_accuracy": dev_acc})
+            body.append([method, str(epoch), str(int(at["step"].max())), f"{fmt(loss, 4)} ± {fmt(loss_std, 4)} (n={n})",
+                         fmt(val_acc, 1), DASH if dev_acc is None else f"{fmt(dev_acc, 1)} ± {fmt(dev_std, 1)}"])
+        best = min(means, key=means.get)
+        if 1 in means:
+            gap = means[1] - means[best]
+            verdicts.append(f"- {method}: lowest mean val_loss after epoch {best} ({fmt(means[best], 4)}); after "
+                            f"epoch 1 (the headline budget) {fmt(means[1], 4)}, {fmt(gap, 4)} above it: "
+                            + ("at the plateau" if gap <= PLATEAU_TOLERANCE else "not at the plateau")
+                            + f" (rule: within {PLATEAU_TOLERANCE})")
+    header = ["method", "epoch", "step", "val_loss (500 train pairs held out)", "val accuracy, %",
+              "dev-matched accuracy, % (shown, not used to pick)"]
+    title = (f"Where the headline MNLI rows' held-out loss stops improving: full FT and LoRA r=8 at their tuned "
+             f"rates, 6 epochs, scored after each, scale `{scale}`")
+    md = markdown(title, header, body, ("\n".join(verdicts) + "\n\n" if verdicts else "") + footer(runs, scale))
+    tidy_frame = pd.DataFrame(tidy)
+    paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
+    return TableResult(name, tidy_frame, md, paths)
+
+
 STUDY_TABLE_FUNCTIONS = {"rank_scaling": rank_scaling, "rank_scaling_e2e": rank_scaling_e2e,
-                         "grouped_batches": grouped_batches, "mnli_full_dev": mnli_full_dev}
+                         "grouped_batches": grouped_batches, "mnli_full_dev": mnli_full_dev,
+                         "mnli_plateau": mnli_plateau}
