@@ -53,8 +53,14 @@ params: setup  ## rebuild the trainable-parameter table (results/tables/params.m
 recipes: setup  ## where the paper's recipe and the authors' scripts differ (results/tables/recipes.md)
 	$(PY) -m paper.recipes --out results/tables/recipes.md
 
+# the other sweeps whose runs a study's table reads (its folder): `make <study>` runs them too, after its own
+SWEEPS_rank_scaling := rank_scaling_lr rank_scaling_rs rank_scaling_plus_lr rank_scaling_plus rank_scaling_r1_r16
+SWEEPS_rank_scaling_e2e := rank_scaling_e2e_lr rank_scaling_e2e_rs rank_scaling_e2e_plus_lr rank_scaling_e2e_plus \
+	rank_scaling_e2e_r1_r16
+SWEEPS_mnli_plateau := mnli_plateau_1_epoch
+
 $(TABLES): setup models  ## a table's sweep at SCALE (default local; finished runs skipped), then the table
-	$(PY) -m experiments.train --multirun experiment=$@ scale=$(SCALE) $(LAUNCH)
+	for sweep in $@ $(SWEEPS_$@); do $(PY) -m experiments.train --multirun experiment=$$sweep scale=$(SCALE) $(LAUNCH) || exit 1; done
 	$(PY) -m analysis tables --scale $(SCALE) --table $@
 
 figures: setup models  ## the paper's figures (and Table 7) from the run directories at SCALE -> results/figures/<scale>/

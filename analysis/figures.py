@@ -226,20 +226,20 @@ def _train_curve(run_dir) -> pd.Series:
     return pd.Series({int(r["step"]): float(r["loss"]) for r in rows}, dtype=float)
 
 
-def _plateau_curves(runs) -> list:
-    """mnli_plateau's val_loss after each epoch, per method and seed (analysis/studies.py reads the same rows)."""
-    from analysis.studies import epoch_evaluations
+def _plateau_curves(runs, scale) -> list:
+    """mnli_plateau's val_loss after each epoch, per method, run length and seed (the table reads the same rows)."""
+    from analysis.studies import epoch_evaluations, plateau_runs
 
-    study = runs[runs["experiment"].eq("mnli_plateau")] if len(runs) else runs
-    out = []
-    for method, group in (study.groupby("method", sort=True) if len(study) else []):
+    study = plateau_runs(runs, scale)
+    out = []  # (method, run length, {seed: val_loss by epoch})
+    for (method, length), group in (study.groupby(["method", "run_epochs"], sort=True) if len(study) else []):
         curves = {}
         for _, x in group.iterrows():
             ev = epoch_evaluations(x["run_dir"])
             if len(ev) and "val_loss" in ev:
                 curves[int(x["seed"])] = pd.Series(ev["val_loss"].to_numpy(float), index=ev["epoch"].to_numpy())
         if curves:
-            out.append((method, curves))
+            out.append((method, int(length), curves))
     return out
 
 
@@ -264,7 +264,7 @@ def learning_curves(frame, scale, out_dir: Optional[Path] = None) -> FigureResul
                 lines.append((label, curves))
         if lines:
             panels.append((title, lines))
-    held_out = _plateau_curves(runs)  # [(method, {seed: val_loss by epoch})]
+    held_out = _plateau_curves(runs, scale)
     if not panels and not held_out:
         return FigureResult("learning_curves", (), "learning_curves: needs successful headline runs (table2 MNLI full "
                                                    "and LoRA r=8, table3 full and LoRA r=4) with metrics.jsonl")
@@ -273,11 +273,12 @@ def learning_curves(frame, scale, out_dir: Optional[Path] = None) -> FigureResul
     notes = []
     if held_out:
         ax = axes[0][-1]
-        for (method, curves), color in zip(held_out, ("tab:blue", "tab:orange", "tab:green")):
-            for i, curve in enumerate(curves.values()):
-                ax.plot(curve.index, curve.values, "o-", color=color, alpha=0.6, lw=1, ms=3,
-                        label=method if i == 0 else None)
-        ax.set_title("MNLI held-out loss, 6 epochs (mnli_plateau)", fontsize=10)
+        colors = dict(zip(sorted({m for m, _, _ in held_out}), ("tab:blue", "tab:orange", "tab:green")))
+        for method, length, curves in held_out:
+            for i, curve in enumerate(curves.values()):  # a 1-epoch run is one point: the headline budget's end
+                ax.plot(curve.index, curve.values, "o-" if length > 1 else "x", color=colors[method], alpha=0.6,
+                        lw=1, ms=3 if length > 1 else 7, label=f"{method}, {length} ep." if i == 0 else None)
+        ax.set_title("MNLI held-out loss (mnli_plateau)", fontsize=10)
         ax.set_xlabel("epoch (the headline rows train 1)")
         ax.set_ylabel("val_loss, 500 train pairs held out")
         ax.legend(fontsize=8)
