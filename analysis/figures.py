@@ -235,7 +235,7 @@ def _plateau_curves(runs, scale) -> list:
     for (method, length), group in (study.groupby(["method", "run_epochs"], sort=True) if len(study) else []):
         curves = {}
         for _, x in group.iterrows():
-            ev = epoch_evaluations(x["run_dir"])
+            ev = epoch_evaluations(x["run_dir"], length)
             if len(ev) and "val_loss" in ev:
                 curves[int(x["seed"])] = pd.Series(ev["val_loss"].to_numpy(float), index=ev["epoch"].to_numpy())
         if curves:

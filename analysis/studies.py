@@ -134,10 +134,14 @@ def mnli_full_dev(frame, scale, out_dir=None, results=None, experiments=None) ->
 PLATEAU_TOLERANCE = 0.01  # mnli_plateau's rule (conf/tables/table15.yaml): 1 epoch within this of the best val_loss
 
 
-def epoch_evaluations(run_dir) -> pd.DataFrame:
-    """A run's evaluations after each epoch (metrics.jsonl's eval rows, the final one included), one row per epoch."""
-    rows = [r for r in _jsonl_rows(Path(run_dir)) if r.get("split") == "eval" and r.get("epoch") is not None]
-    frame = pd.DataFrame(rows)
+def epoch_evaluations(run_dir, epochs=None) -> pd.DataFrame:
+    """A run's evaluations after each epoch (metrics.jsonl's eval rows, the final one included), one row per epoch.
+    Runs from before the eval rows carried `epoch` (a shared table15_lr run) log only the final one: `epochs`."""
+    rows = [r for r in _jsonl_rows(Path(run_dir)) if r.get("split") == "eval"]
+    last = max((r["step"] for r in rows), default=None)
+    rows = [r if r.get("epoch") is not None or r["step"] != last or epochs is None else r | {"epoch": float(epochs)}
+            for r in rows]
+    frame = pd.DataFrame([r for r in rows if r.get("epoch") is not None])
     if frame.empty:
         return frame
     return frame.assign(epoch=frame["epoch"].round().astype(int)).drop_duplicates("epoch", keep="last")
@@ -162,8 +166,8 @@ def mnli_plateau(frame, scale, out_dir=None, results=None, experiments=None) -> 
     for method, by_method in (runs.groupby("method", sort=True) if len(runs) else []):
         means = {}  # run length -> {epoch: mean val_loss}
         for length, group in by_method.groupby("run_epochs", sort=True):
-            evals = pd.concat([epoch_evaluations(d).assign(seed=s) for d, s in zip(group["run_dir"], group["seed"])],
-                              ignore_index=True)
+            evals = pd.concat([epoch_evaluations(d, length).assign(seed=s)
+                               for d, s in zip(group["run_dir"], group["seed"])], ignore_index=True)
             if evals.empty or "val_loss" not in evals:
                 continue
             run = f"{length} epoch" + ("" if length == 1 else "s")
