@@ -190,7 +190,8 @@ def mnli_plateau(frame, scale, out_dir=None, results=None, experiments=None) -> 
                 f"({fmt(means[longest][best], 4)})")
         if 1 in means.get(1, {}):
             gap = means[1][1] - means[longest][best]
-            line += (f"; the 1-epoch runs (the headline budget) end at {fmt(means[1][1], 4)}, {fmt(gap, 4)} above it: "
+            line += (f"; the 1-epoch runs (the headline budget) end at {fmt(means[1][1], 4)}, {fmt(abs(gap), 4)} "
+                     f"{'above' if gap >= 0 else 'below'} it: "
                      + ("at the plateau" if gap <= PLATEAU_TOLERANCE else "not at the plateau")
                      + f" (rule: within {PLATEAU_TOLERANCE})")
         verdicts.append(line)

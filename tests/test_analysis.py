@@ -364,13 +364,13 @@ def test_mnli_full_dev_table_and_its_claim(tmp_path):
 
 def test_mnli_plateau_compares_the_one_epoch_runs_with_the_long_runs_best_epoch(tmp_path):
     """mnli_plateau: mean val_loss per epoch over seeds from metrics.jsonl's eval rows; a method's plateau is its
-    6-epoch runs' lowest mean, and the 1-epoch runs are at it only within 0.01 (full: 0.05 above; lora: 0.005)."""
+    long runs' lowest mean, and the 1-epoch runs are at it within 0.01 (full: 0.05 above, not; lora: below)."""
     from analysis.figures import learning_curves
     from analysis.studies import mnli_plateau
 
     res = tmp_path / "results"
     long_runs = {"full": (1.00, 0.95, 0.97), "lora": (0.93, 0.895, 0.92)}  # val_loss after epochs 1, 2, 3
-    one_epoch = {"full": 1.00, "lora": 0.90}
+    one_epoch = {"full": 1.00, "lora": 0.89}
     for method in long_runs:
         for seed in range(2):
             for epochs, curve in ((3, long_runs[method]), (1, (one_epoch[method],))):
@@ -386,10 +386,10 @@ def test_mnli_plateau_compares_the_one_epoch_runs_with_the_long_runs_best_epoch(
     cells = result.cells.set_index(["row", "column"])
     assert cells.loc[("full, 3 epochs", "epoch 2"), "ours_mean"] == pytest.approx(0.95)
     assert cells.loc[("full, 3 epochs", "epoch 3"), "n_seeds"] == 2
-    assert cells.loc[("lora, 1 epoch", "epoch 1"), "ours_mean"] == pytest.approx(0.90)
+    assert cells.loc[("lora, 1 epoch", "epoch 1"), "ours_mean"] == pytest.approx(0.89)
     assert "- full: the 3-epoch runs' lowest mean val_loss is after epoch 2 (0.9500); the 1-epoch runs (the " \
            "headline budget) end at 1.0000, 0.0500 above it: not at the plateau" in result.markdown
-    assert "end at 0.9000, 0.0050 above it: at the plateau" in result.markdown
+    assert "end at 0.8900, 0.0050 below it: at the plateau" in result.markdown
     fig = learning_curves(collect(res, SCALE), SCALE, out_dir=tmp_path / "figs")  # its held-out panel, no headlines
     assert (tmp_path / "figs" / "learning_curves.png").exists() and fig.paths
 
