@@ -226,6 +226,29 @@ def test_batched_left_padded_generation_matches_one_by_one(tok):
         assert batched == single and any(batched)
 
 
+@pytest.mark.parametrize("model_name", ["tiny_llama", "tiny_gpt2"])
+def test_prompt_cache_decodes_what_beam_search_without_it_does(tok, model_name, monkeypatch):
+    """The prompt run once per prompt and its cache repeated per beam (generate.prompt_cache) gives the texts HF's
+    beam search gives when it runs the left-padded prompt once per beam."""
+    from experiments import generate as gen_mod
+    from experiments.models import load_model, model_config
+    from experiments.schemas import GenerationConfig
+
+    cfg = model_config(model_name)
+    cfg.arch = dict(cfg.arch) | {"tie_word_embeddings": False}
+    torch.manual_seed(0)
+    model, _ = load_model(cfg, with_tokenizer=False)
+    prompts = [data.prompt_ids(tok, s, "\n") for s in
+               ("name : Cocum", "name : The Eagle | Type : coffee shop | area : riverside | near : Burger King",
+                "name : Blue Spice | Type : pub | food : French", "name : Zizzi")]
+    gen = GenerationConfig(num_beams=3, no_repeat_ngram_size=2, length_penalty=0.9, max_new_tokens=8, batch_size=4)
+    stops = [tok.eos_token_id]
+    cached = gen_mod.generate(model, tok, prompts, gen, tok.pad_token_id, stops)
+    monkeypatch.setattr(gen_mod, "prompt_cache", lambda *args: None)
+    plain = gen_mod.generate(model, tok, prompts, gen, tok.pad_token_id, stops)
+    assert cached == plain and all(cached)
+
+
 def _prefix_model(model_name: str, method: str):
     import lora
     from experiments.models import load_model, model_config
