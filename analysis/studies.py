@@ -8,13 +8,15 @@ in the same tidy columns as the paper tables (the claims ledger reads them).
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Optional
 
 import pandas as pd
 
 from analysis.collect import _jsonl_rows, summarize
-from analysis.tables import DASH, TableResult, _out_dir, fmt, footer, markdown, write
+from analysis.tables import DASH, TableResult, _out_dir, build, fmt, footer, markdown, write, trainable_ours
+from paper import published as paper
 
 
 OWN_RATE = "own rate"  # a variant run at a rate tuned for it (rank_scaling_rs), not at alpha / r's
@@ -131,6 +133,25 @@ def mnli_full_dev(frame, scale, out_dir=None, results=None, experiments=None) ->
                       "dev-matched split (accuracy, %)", "evaluated on", dev, frame, scale, out_dir, results)
 
 
+FULL_TEST = "e2e_full_test"  # the study's folder (conf/tables/table3.yaml): every row below is one of its runs
+
+
+def e2e_full_test(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """Table 3's full FT, Adapter^L (0.37M) and LoRA rows at its budget, generated for all 630 E2E test MRs."""
+    labels = ("GPT-2 M (FT)*", "GPT-2 M (Adapter^L)* 0.37M", "GPT-2 M (LoRA)")
+    table = replace(paper.TABLE3, name="e2e_full_test", rows=tuple(r for r in paper.TABLE3.rows if r.label in labels),
+                    title="Table 3's rows on all 630 E2E test MRs (Table 3 itself: a sample of 40)")
+    return build(table, frame, scale, out_dir, results, (FULL_TEST,), {"trainable (our runs)": trainable_ours})
+
+
+def e2e_full_test_r(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """Table 18's ranks r = 1, 4, 16, 64 at its budget, generated for all 630 E2E test MRs."""
+    labels = ("r=1", "r=4", "r=16", "r=64")
+    table = replace(paper.TABLE18, name="e2e_full_test_r", rows=tuple(r for r in paper.TABLE18.rows if r.label in labels),
+                    title="Table 18's ranks on all 630 E2E test MRs (Table 18 itself: a sample of 40)")
+    return build(table, frame, scale, out_dir, results, (FULL_TEST,))
+
+
 PLATEAU_TOLERANCE = 0.01  # mnli_plateau's rule (conf/tables/table15.yaml): 1 epoch within this of the best val_loss
 
 
@@ -207,4 +228,5 @@ def mnli_plateau(frame, scale, out_dir=None, results=None, experiments=None) -> 
 
 STUDY_TABLE_FUNCTIONS = {"rank_scaling": rank_scaling, "rank_scaling_e2e": rank_scaling_e2e,
                          "grouped_batches": grouped_batches, "mnli_full_dev": mnli_full_dev,
-                         "mnli_plateau": mnli_plateau}
+                         "mnli_plateau": mnli_plateau,
+                         "e2e_full_test": e2e_full_test, "e2e_full_test_r": e2e_full_test_r}

@@ -362,6 +362,38 @@ def test_mnli_full_dev_table_and_its_claim(tmp_path):
     assert verdict == "supported" and parts[0].estimate.value == pytest.approx(-0.5)
 
 
+def test_e2e_full_test_tables_read_only_their_study_and_feed_their_claims(tmp_path):
+    """e2e_full_test(_r): Table 3's and Table 18's rows from the study's runs only (a table3 run is not one of
+    them); the ledger's full-test claims compare LoRA with full FT and the ranks with the best rank there."""
+    from analysis.claims import evaluate
+    from analysis.studies import e2e_full_test, e2e_full_test_r
+
+    res = tmp_path / "results"
+    rows = {"lora": dict(method="lora", r=4, alpha=32), "full": dict(method="full"),
+            "r16": dict(method="lora", r=16, alpha=32)}
+    bleu = {"lora": 60.0, "full": 61.0, "r16": 50.0}
+    for name, kw in rows.items():
+        for seed in range(3):
+            make_run(res, "e2e_full_test", f"{name},{seed}", task="e2e", model="smollm2", seed=seed, **kw,
+                     metrics={"eval_BLEU": bleu[name] + 0.1 * seed, "val_loss": 1.5})
+    make_run(res, "table3", "lora", r=4, alpha=32, task="e2e", model="smollm2", metrics={"eval_BLEU": 10.0})
+    frame = collect(res, SCALE)
+    t = e2e_full_test(frame, SCALE, results=res)
+    assert cell(t, "GPT-2 M (LoRA)", "BLEU")["ours_mean"] == pytest.approx(60.1)
+    assert cell(t, "GPT-2 M (FT)*", "BLEU")["n_seeds"] == 3
+    assert cell(t, "GPT-2 M (Adapter^L)* 0.37M", "BLEU")["ours"] == "missing"
+    assert set(t.cells["row"]) == {"GPT-2 M (FT)*", "GPT-2 M (Adapter^L)* 0.37M", "GPT-2 M (LoRA)"}
+    tr = e2e_full_test_r(frame, SCALE, results=res)
+    assert cell(tr, "r=4", "BLEU")["ours_mean"] == pytest.approx(60.1)
+    assert cell(tr, "r=16", "BLEU")["ours_mean"] == pytest.approx(50.1)
+    by_key = {c.key: (parts, verdict) for c, parts, verdict in evaluate(res, SCALE)}
+    parts, verdict = by_key["lora-ft-e2e-full-test"]
+    assert verdict == "supported" and parts[0].estimate.value == pytest.approx(-1.0)
+    parts, verdict = by_key["flat-in-r-e2e-full-test"]
+    assert verdict == "contradicted" and [p.estimate.value for p in parts] == pytest.approx([-10.0])
+    assert by_key["lora-adapter-e2e-full-test"][1] == "undecided"
+
+
 def test_mnli_plateau_compares_the_one_epoch_runs_with_the_long_runs_best_epoch(tmp_path):
     """mnli_plateau: mean val_loss per epoch over seeds from metrics.jsonl's eval rows; a method's plateau is its
     long runs' lowest mean, and the 1-epoch runs are at it within 0.01 (full: 0.05 above, not; lora: below)."""
