@@ -35,7 +35,9 @@ def _save(fig, out_dir: Path, name: str) -> tuple[Path, ...]:
     paths = []
     for ext in ("png", "pdf"):
         buf = io.BytesIO()
-        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight")
+        # no creation date in the PDF: a figure redrawn from the same runs is the same file
+        fig.savefig(buf, format=ext, dpi=150, bbox_inches="tight",
+                    metadata={"CreationDate": None} if ext == "pdf" else None)
         paths.append(atomic_write(out_dir / f"{name}.{ext}", buf.getvalue()))
     plt.close(fig)
     return tuple(paths)
@@ -228,19 +230,13 @@ def _train_curve(run_dir) -> pd.Series:
 
 def _plateau_curves(runs, scale) -> list:
     """mnli_plateau's val_loss after each epoch, per method, run length and seed (the table reads the same rows)."""
-    from analysis.studies import epoch_evaluations, plateau_runs
+    from analysis.studies import plateau_evaluations
 
-    study = plateau_runs(runs, scale)
-    out = []  # (method, run length, {seed: val_loss by epoch})
-    for (method, length), group in (study.groupby(["method", "run_epochs"], sort=True) if len(study) else []):
-        curves = {}
-        for _, x in group.iterrows():
-            ev = epoch_evaluations(x["run_dir"], length)
-            if len(ev) and "val_loss" in ev:
-                curves[int(x["seed"])] = pd.Series(ev["val_loss"].to_numpy(float), index=ev["epoch"].to_numpy())
-        if curves:
-            out.append((method, int(length), curves))
-    return out
+    evaluations = plateau_evaluations(runs, scale)
+    return [(method, int(length), {int(seed): pd.Series(ev["val_loss"].to_numpy(float), index=ev["epoch"].to_numpy())
+                                   for seed, ev in group.groupby("seed", sort=True)})
+            for (method, length), group in (evaluations.groupby(["method", "run_epochs"], sort=True)
+                                            if len(evaluations) else [])]
 
 
 def learning_curves(frame, scale, out_dir: Optional[Path] = None) -> FigureResult:

@@ -147,7 +147,8 @@ def e2e_full_test(frame, scale, out_dir=None, results=None, experiments=None) ->
 def e2e_full_test_r(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
     """Table 18's ranks r = 1, 4, 16, 64 at its budget, generated for all 630 E2E test MRs."""
     labels = ("r=1", "r=4", "r=16", "r=64")
-    table = replace(paper.TABLE18, name="e2e_full_test_r", rows=tuple(r for r in paper.TABLE18.rows if r.label in labels),
+    table = replace(paper.TABLE18, name="e2e_full_test_r",
+                    rows=tuple(r for r in paper.TABLE18.rows if r.label in labels),
                     title="Table 18's ranks on all 630 E2E test MRs (Table 18 itself: a sample of 40)")
     return build(table, frame, scale, out_dir, results, (FULL_TEST,))
 
@@ -177,20 +178,28 @@ def plateau_runs(frame, scale):
         if len(runs) else runs
 
 
+def plateau_evaluations(frame, scale) -> pd.DataFrame:
+    """Every mnli_plateau run's evaluations with a val_loss, one row per run and epoch: method, run_epochs, seed,
+    epoch, step, val_* and eval_* (the table and the learning-curves figure read these)."""
+    runs = plateau_runs(frame, scale)
+    parts = [epoch_evaluations(x.run_dir, x.run_epochs).assign(method=x.method, run_epochs=int(x.run_epochs),
+                                                                seed=int(x.seed))
+             for x in runs.itertuples()] if len(runs) else []
+    parts = [p for p in parts if len(p) and "val_loss" in p]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+
 def mnli_plateau(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
     """Held-out loss (500 train pairs, val_*) after each epoch of the long runs and at the end of the 1-epoch runs,
     per method, mean over seeds; a method's plateau is its long runs' lowest mean val_loss, and the 1-epoch budget
     is at the plateau when its mean val_loss is within PLATEAU_TOLERANCE of it (conf/tables/table15.yaml)."""
     name = "mnli_plateau"
     runs = plateau_runs(frame, scale)
+    evaluations = plateau_evaluations(frame, scale)
     tidy, body, verdicts = [], [], []
-    for method, by_method in (runs.groupby("method", sort=True) if len(runs) else []):
+    for method, by_method in (evaluations.groupby("method", sort=True) if len(evaluations) else []):
         means = {}  # run length -> {epoch: mean val_loss}
-        for length, group in by_method.groupby("run_epochs", sort=True):
-            evals = pd.concat([epoch_evaluations(d, length).assign(seed=s)
-                               for d, s in zip(group["run_dir"], group["seed"])], ignore_index=True)
-            if evals.empty or "val_loss" not in evals:
-                continue
+        for length, evals in by_method.groupby("run_epochs", sort=True):
             run = f"{length} epoch" + ("" if length == 1 else "s")
             for epoch, at in evals.groupby("epoch", sort=True):
                 loss, loss_std, n = summarize(at["val_loss"])

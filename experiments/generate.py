@@ -18,6 +18,8 @@ the first newline (every vocabulary token holding a newline also stops the beam)
 from __future__ import annotations
 
 import json
+import logging
+import sys
 import time
 from dataclasses import replace
 from typing import Optional, Sequence
@@ -25,11 +27,15 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 from torch import nn
+from tqdm import tqdm
 
 from experiments import data, distributed
 from experiments.rundir import RunDir, atomic_write_text
 from experiments.schemas import GenerationConfig
 from experiments.tasks.generation import GenTaskData, score
+
+log = logging.getLogger(__name__)
+PROGRESS_EVERY_S = 60.0  # off a terminal (a log file), a progress line at most this often
 
 
 # --------------------------------------------------------------------------------------------- loss
@@ -153,6 +159,8 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], gen: Gen
     out: list[Optional[str]] = [None] * len(prompts)
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     l_p = model.prefix_positions.l_p if uses_prefix(model) else 0
+    bar = tqdm(total=len(prompts), desc="generate", disable=not sys.stderr.isatty(), dynamic_ncols=True)
+    t0 = last = time.perf_counter()
     for k in range(0, len(order), gen.batch_size):
         chunk = order[k:k + gen.batch_size]
         batch = data.left_pad([prompts[i] for i in chunk], pad_id)
@@ -169,6 +177,14 @@ def generate(model: nn.Module, tokenizer, prompts: Sequence[list[int]], gen: Gen
         for i, row in zip(chunk, seqs[:, batch["input_ids"].shape[1]:].tolist()):
             cut = next((j for j, t in enumerate(row) if t in stops), len(row))
             out[i] = clean(tokenizer.decode(row[:cut], skip_special_tokens=True))
+        bar.update(len(chunk))
+        done, now = k + len(chunk), time.perf_counter()
+        if bar.disable and now - last >= PROGRESS_EVERY_S and done < len(order):
+            each = (now - t0) / done
+            log.info("generated %d/%d inputs, %.2f s each, %d s left", done, len(order), each,
+                     each * (len(order) - done))
+            last = now
+    bar.close()
     model.train(was_training)
     return out  # type: ignore[return-value]
 
