@@ -7,7 +7,7 @@ SCALE ?= local
 export LORA_DATA_DIR ?= $(firstword $(abspath $(wildcard ../shared/data data)))
 export WANDB_MODE ?= offline
 
-TABLES := table15 table5 table6 table16 table2 table3 table18 table14 rank_scaling rank_scaling_e2e mnli_full_dev mnli_plateau \
+TABLES := table15 table5 table6 table16 table2 table3 table18 table14 rank_scaling rank_scaling_e2e mnli_full_dev mnli_plateau mnli_plateau_lr \
 	e2e_full_test
 # JOBS=n runs n of a sweep's runs at once on this machine (hydra/launcher=joblib, cores/n torch threads each);
 # LAUNCH= passes any other launcher, e.g. LAUNCH="hydra/launcher=submitit_slurm hydra.launcher.partition=gpu"
@@ -59,6 +59,7 @@ SWEEPS_rank_scaling := rank_scaling_lr rank_scaling_rs rank_scaling_plus_lr rank
 SWEEPS_rank_scaling_e2e := rank_scaling_e2e_lr rank_scaling_e2e_rs rank_scaling_e2e_plus_lr rank_scaling_e2e_plus \
 	rank_scaling_e2e_r1_r16
 SWEEPS_mnli_plateau := mnli_plateau_1_epoch
+SWEEPS_mnli_plateau_lr := mnli_plateau_lr_full
 SWEEPS_e2e_full_test := e2e_full_test_r
 # the other tables a study's runs fill
 TABLES_e2e_full_test := e2e_full_test_r

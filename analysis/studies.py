@@ -235,7 +235,60 @@ def mnli_plateau(frame, scale, out_dir=None, results=None, experiments=None) -> 
     return TableResult(name, tidy_frame, md, paths)
 
 
+def plateau_recipe(cells: pd.DataFrame, tolerance: float = PLATEAU_TOLERANCE) -> Optional[tuple[float, int]]:
+    """mnli_plateau_lr's rule (conf/tables/table15.yaml) for one method's cells (lr, epochs, val_loss): the (rate,
+    epochs) of the lowest val_loss, where a cell within `tolerance` of it with fewer epochs wins (then the lower
+    val_loss)."""
+    scored = cells.dropna(subset=["val_loss"])
+    if scored.empty:
+        return None
+    near = scored[scored["val_loss"] <= scored["val_loss"].min() + tolerance]
+    pick = near.sort_values(["epochs", "val_loss"]).iloc[0]
+    return float(pick["lr"]), int(pick["epochs"])
+
+
+def mnli_plateau_lr(frame, scale, out_dir=None, results=None, experiments=None) -> TableResult:
+    """The rate and budget searched together per method (held-out val_loss, one run per rate and epoch count, each
+    with its own schedule), and each method's plateau recipe by plateau_recipe's rule."""
+    name = "mnli_plateau_lr"
+    runs = frame[frame["experiment"].eq(name) & frame["scale"].eq(scale)] if not frame.empty else frame
+    runs = runs[runs["status"].eq("success")] if len(runs) else runs
+    tidy, body, picks = [], [], []
+    for method, by_method in (runs.groupby("method", sort=True) if len(runs) else []):
+        epochs = sorted({int(round(e)) for e in pd.to_numeric(by_method["epochs"], errors="coerce").dropna()})
+        cells = []
+        for lr, at_lr in by_method.groupby("lr", sort=True):
+            line = [method, f"{lr:g}"]
+            for e in epochs:
+                ok = at_lr[pd.to_numeric(at_lr["epochs"], errors="coerce").round().eq(e)]
+                loss, _, n = summarize(ok.get("m:val_loss", pd.Series(dtype=float)))
+                acc, _, _ = summarize(ok.get("m:val_accuracy", pd.Series(dtype=float)) * 100.0)
+                train, _, _ = summarize(ok.get("m:train_loss", pd.Series(dtype=float)))
+                cells.append({"table": name, "scale": scale, "row": method, "column": f"lr={lr:g}, {e} ep.",
+                              "lr": float(lr), "epochs": e, "val_loss": loss, "val_accuracy": acc,
+                              "final_train_loss": train, "n_seeds": n, "ours_mean": loss})
+                line.append(DASH if loss is None else f"{fmt(loss, 4)} (acc {fmt(acc, 1)}, train {fmt(train, 3)})")
+            body.append(line)
+        recipe = plateau_recipe(pd.DataFrame(cells))
+        for c in cells:
+            c["recipe"] = recipe == (c["lr"], c["epochs"])
+        tidy += cells
+        if recipe is not None:
+            picks.append(f"- {method}: lr {recipe[0]:g}, {recipe[1]} epoch" + ("" if recipe[1] == 1 else "s"))
+    header = ["method", "learning rate", *[f"{e} epoch" + ("" if e == 1 else "s") for e in
+                                           sorted({c["epochs"] for c in tidy})]] if tidy else ["method"]
+    title = (f"Each method's rate and budget searched together: val_loss on 500 train pairs held out (val accuracy "
+             f"and final train loss beside it), scale `{scale}`")
+    rule = (f"Plateau recipe per method (lowest val_loss; within {PLATEAU_TOLERANCE} of it, fewer epochs win):\n"
+            + "\n".join(picks) + "\n\n") if picks else ""
+    md = markdown(title, header, body, rule + footer(runs, scale))
+    tidy_frame = pd.DataFrame(tidy)
+    paths = write(_out_dir(out_dir, results, scale), name, md, tidy_frame)
+    return TableResult(name, tidy_frame, md, paths)
+
+
 STUDY_TABLE_FUNCTIONS = {"rank_scaling": rank_scaling, "rank_scaling_e2e": rank_scaling_e2e,
                          "grouped_batches": grouped_batches, "mnli_full_dev": mnli_full_dev,
                          "mnli_plateau": mnli_plateau,
-                         "e2e_full_test": e2e_full_test, "e2e_full_test_r": e2e_full_test_r}
+                         "e2e_full_test": e2e_full_test, "e2e_full_test_r": e2e_full_test_r,
+                         "mnli_plateau_lr": mnli_plateau_lr}

@@ -394,6 +394,22 @@ def test_e2e_full_test_tables_read_only_their_study_and_feed_their_claims(tmp_pa
     assert by_key["lora-adapter-e2e-full-test"][1] == "undecided"
 
 
+def test_plateau_recipe_takes_the_lowest_val_loss_and_fewer_epochs_within_the_tolerance(tmp_path):
+    from analysis.studies import mnli_plateau_lr, plateau_recipe
+
+    cells = pd.DataFrame({"lr": [1e-3, 1e-3, 4e-3, 4e-3], "epochs": [1, 4, 1, 4], "val_loss": [1.10, 0.95, 0.958, 0.97]})
+    assert plateau_recipe(cells) == (4e-3, 1)  # 0.958 is within 0.01 of 0.95 with 1 epoch instead of 4
+    assert plateau_recipe(cells, tolerance=0.005) == (1e-3, 4)
+    res = tmp_path / "results"
+    for (lr, epochs, loss) in cells.itertuples(index=False):
+        make_run(res, "mnli_plateau_lr", f"lr={lr},e={epochs}", train={"lr": lr, "epochs": epochs},
+                 metrics={"val_loss": loss, "val_accuracy": 0.5, "train_loss": 1.0})
+    result = mnli_plateau_lr(collect(res, SCALE), SCALE, results=res)
+    picked = result.cells[result.cells["recipe"]]
+    assert picked[["lr", "epochs"]].values.tolist() == [[4e-3, 1]]
+    assert "- lora: lr 0.004, 1 epoch" in result.markdown
+
+
 def test_mnli_plateau_compares_the_one_epoch_runs_with_the_long_runs_best_epoch(tmp_path):
     """mnli_plateau: mean val_loss per epoch over seeds from metrics.jsonl's eval rows; a method's plateau is its
     long runs' lowest mean, and the 1-epoch runs are at it within 0.01 (full: 0.05 above, not; lora: below)."""
