@@ -12,8 +12,9 @@ killed while generating resumes straight into generation. Files written into the
 Timing on this machine: `python -m benchmarks.generation` (s per LoRA step, s per generated example by beam).
 
 Decoding: HF `generate` with the task's `generation` settings capped by the scale (beam search, length penalty,
-no-repeat-ngram, max new tokens), prompts left-padded and sorted by length into batches; a text ends at EOS or at
-the first newline (every vocabulary token holding a newline also stops the beam).
+no-repeat-ngram, max new tokens), prompts left-padded and sorted by length into batches, each prompt run once and
+its KV cache repeated for its beams (prompt_cache); a text ends at EOS or at the first newline (every vocabulary
+token holding a newline also stops the beam).
 """
 from __future__ import annotations
 
@@ -130,7 +131,10 @@ def prompt_cache(model: nn.Module, batch: dict[str, torch.Tensor], num_beams: in
     """The KV cache of every prompt token but the last, computed once per prompt and repeated for its beams: HF's
     beam search would run the prompt through the model once per beam (a quarter of an E2E decode at beam 4).
     generate() then starts from it and runs only the last prompt token. Positions as HF derives them from the
-    left-padded mask (padding at 0), so the texts are the same as without it (tests/test_generate.py)."""
+    left-padded mask (padding at 0), so the texts are the same as without it (tests/test_generation.py; the 630-MR
+    runs of e2e_full_test decoded Table 3's 40-MR runs' texts exactly). None for one-token prompts (nothing to cache)."""
+    if batch["input_ids"].shape[1] < 2:
+        return None
     ids, mask = batch["input_ids"][:, :-1], batch["attention_mask"][:, :-1]
     positions = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)
     cache = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
